@@ -1,0 +1,1 @@
+"""Slack: command grammar, handlers, Block Kit views, App Home, modals, charts."""

@@ -1,0 +1,1 @@
+"""Composition root: the mailbeacon command, the server, settings and the demo."""

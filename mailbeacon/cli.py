@@ -1,0 +1,135 @@
+"""The `mailbeacon` command (DESIGN §8)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from mailbeacon.settings import ConfigError, Settings, load_settings, with_generated_keys
+from store.engine import make_engine
+from store.migrate import current_revision, head_revision, upgrade
+from store.schema import emails, endusers, events
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailbeacon", description="Tracked emails from your own mailbox, driven from Slack."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default: $MAILBEACON_CONFIG, else ./config.yaml if present)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server (tracking endpoints and more)")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+
+    commands.add_parser("demo", help="the whole loop offline in a temporary folder")
+    commands.add_parser("init", help="create the data folder, keys and database")
+    commands.add_parser("status", help="where the data lives and what it holds")
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="migrate the database to the newest schema")
+
+    importer = commands.add_parser("import", help="import companies or endusers (CSV or JSON)")
+    importer.add_argument("file", type=Path)
+    importer.add_argument("--kind", choices=["companies", "endusers"], help="default: from name")
+    importer.add_argument("--dry-run", action="store_true", help="report, but change nothing")
+    return parser
+
+
+def _config_path(given: Path | None) -> Path | None:
+    if given is not None:
+        return given
+    if os.environ.get("MAILBEACON_CONFIG"):
+        return Path(os.environ["MAILBEACON_CONFIG"])
+    default = Path("config.yaml")
+    return default if default.exists() else None
+
+
+def safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    environ = dict(os.environ)
+    # Command-line overrides go in like environment overrides, so derived keys follow them.
+    if args.command == "serve" and args.host:
+        environ["MAILBEACON__SERVER__HOST"] = args.host
+    if args.command == "serve" and args.port:
+        environ["MAILBEACON__SERVER__PORT"] = str(args.port)
+    try:
+        settings = with_generated_keys(load_settings(_config_path(args.config), environ))
+        return _run(args, settings)
+    except ConfigError as exc:
+        print(f"mailbeacon: config: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        print(f"mailbeacon: cannot use the database: {reason}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "demo":
+        from mailbeacon.demo import run_demo
+
+        return run_demo()
+    engine = make_engine(settings.database)
+    if args.command == "serve":
+        from mailbeacon.serve import serve
+
+        upgrade(engine)
+        return serve(settings, engine)
+    if args.command in ("init", "db"):
+        upgrade(engine)
+        print(f"database ready at {safe_url(settings.database.url)} (schema {head_revision()})")
+        print(f"data folder: {settings.data_dir}")
+        return 0
+    if args.command == "import":
+        from outreach.importer import ImportFileError, import_file
+
+        upgrade(engine)
+        try:
+            report = import_file(engine, args.file, args.kind, dry_run=args.dry_run)
+        except ImportFileError as exc:
+            print(f"mailbeacon: import: {exc}", file=sys.stderr)
+            return 1
+        print(report.summary())
+        return 0
+    if args.command == "status":
+        return _status(settings)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _status(settings: Settings) -> int:
+    engine = make_engine(settings.database)
+    revision = current_revision(engine)
+    print(f"database: {safe_url(settings.database.url)}")
+    print(f"schema:   {revision or 'empty'} (newest {head_revision()})")
+    if revision is None:
+        print("run `mailbeacon db upgrade` to create the tables")
+        return 0
+    with engine.connect() as connection:
+        for label, table in (("endusers", endusers), ("emails", emails), ("events", events)):
+            print(f"{label + ':':9} {connection.scalar(select(func.count()).select_from(table))}")
+    tracking = settings.tracking
+    print(f"tracking: {'on' if tracking.enabled else 'off'} at {tracking.base_url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""`mailbeacon demo`: the whole loop offline, in a temporary folder, printing what happened.
+
+Imports the examples, sends an email to six endusers through a Maildir, starts the tracking
+server on a free port, plays the recipients (people, Apple Mail Privacy Protection, a link
+scanner, a forger) and prints each email's engagement row and the human and raw rates.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from sqlalchemy import Engine, select
+
+from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
+from mailbeacon.settings import Settings, load_settings, with_generated_keys
+from outreach.emails import Draft, create_email, mark_sent
+from outreach.importer import import_file
+from outreach.maildir import build_message, deliver
+from store.clock import utcnow
+from store.engine import make_engine
+from store.migrate import upgrade
+from store.schema import endusers, engagements, events, users
+from tracking.analytics import Rates, average_rates
+from tracking.instrument import TrackingFlags
+from tracking.tokens import TokenSigner
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SENDER = "you@yourcompany.example"
+MACHINE_AFTER_SEND_SECONDS = 2
+
+SUBJECT = "Service incident on {{ enduser.name }}'s account: what happened"
+HTML = """<!doctype html>
+<html><body>
+<p>Hi {{ enduser.name }},</p>
+<p>Yesterday between 14:02 and 14:47 UTC some requests failed. Here is
+<a href="https://status.yourcompany.example/incidents/42">the incident report</a> and
+<a href="https://yourcompany.example/help/retry?src=email#after-outage">how to retry</a>.</p>
+<p>Questions? <a href="mailto:support@yourcompany.example">Write to us</a>.</p>
+</body></html>
+"""
+TEXT = """Hi {{ enduser.name }},
+
+Yesterday between 14:02 and 14:47 UTC some requests failed.
+Incident report: https://status.yourcompany.example/incidents/42
+"""
+
+THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+)
+GMAIL_PROXY = (
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+)
+
+
+@dataclass(frozen=True)
+class Sent:
+    email_id: int
+    to: str
+    name: str
+    open_url: str
+    link_urls: list[str]  # index 0: the honeypot
+
+
+def run_demo(out: Callable[[str], None] = print) -> int:
+    with tempfile.TemporaryDirectory(prefix="mailbeacon-demo-") as folder:
+        port = free_port()
+        settings = with_generated_keys(
+            load_settings(
+                None,
+                {
+                    "MAILBEACON__DATA_DIR": folder,
+                    "MAILBEACON__SERVER__PORT": str(port),
+                    "MAILBEACON__TRACKING__MACHINE_AFTER_SEND_SECONDS": str(
+                        MACHINE_AFTER_SEND_SECONDS
+                    ),
+                },
+            )
+        )
+        engine = make_engine(settings.database)
+        upgrade(engine)
+        out(f"mailbeacon demo in {folder} (SQLite, Maildir, no accounts)\n")
+        out("1. Importing the example audience")
+        for name in ("companies.csv", "endusers.csv"):
+            report = import_file(engine, EXAMPLES / name)
+            out("   " + report.summary().replace("\n", "\n   "))
+        sent = _send(engine, settings, Path(folder) / "Maildir")
+        out(f"\n2. Sent '{SUBJECT[:16]}…' to {len(sent)} endusers, written to {folder}/Maildir")
+        config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
+        with running_in_thread(config):
+            out(f"\n3. Tracking server on {settings.tracking.base_url}; playing the recipients")
+            _play(sent, out)
+        _report(engine, sent, out)
+        engine.dispose()
+    return 0
+
+
+def _send(engine: Engine, settings: Settings, maildir: Path) -> list[Sent]:
+    html = ImmutableSandboxedEnvironment(autoescape=True).from_string(HTML)
+    plain = ImmutableSandboxedEnvironment(autoescape=False)
+    subject, text = plain.from_string(SUBJECT), plain.from_string(TEXT)
+    signer = TokenSigner(settings.tracking.signing_keys)
+    base = settings.tracking.base_url
+    sent: list[Sent] = []
+    with engine.begin() as connection:
+        sender_id = connection.execute(
+            users.insert().values(email=SENDER, name="You", role="admin").returning(users.c.id)
+        ).scalar_one()
+        ordered = select(endusers).order_by(endusers.c.id)
+        # Six who will play their parts, and one who opted out of tracking (if any did).
+        recipients = [
+            *connection.execute(ordered.where(~endusers.c.tracking_opt_out).limit(6)),
+            *connection.execute(ordered.where(endusers.c.tracking_opt_out).limit(1)),
+        ]
+        for enduser in recipients:
+            context = {"enduser": enduser._mapping}
+            draft = Draft(
+                idempotency_key=f"demo-outage-{enduser.id}",
+                to=[enduser.email],
+                subject=subject.render(context),
+                html=html.render(context),
+                text=text.render(context),
+                flags=TrackingFlags(opens=True, clicks=True),
+                enduser_id=enduser.id,
+                sender_user_id=sender_id,
+                template_key="outage",
+            )
+            email_id, body = create_email(connection, draft, signer, settings.tracking)
+            message = build_message(
+                sender=SENDER, to=draft.to, subject=draft.subject, html=body.html, text=body.text
+            )
+            deliver(maildir, message)
+            mark_sent(connection, email_id, message_id=message["Message-ID"], sent_at=utcnow())
+            links = {link.idx: link for link in body.links}
+            sent.append(
+                Sent(
+                    email_id=email_id,
+                    to=enduser.email,
+                    name=enduser.name or enduser.email,
+                    open_url=f"{base}/t/o/{signer.open_token(email_id)}.gif",
+                    link_urls=[
+                        f"{base}/t/c/{signer.click_token(email_id, i)}" for i in sorted(links)
+                    ],
+                )
+            )
+    return sent
+
+
+def _play(sent: list[Sent], out: Callable[[str], None]) -> None:
+    scanned, apple, person, gmail, clicker = sent[:5]
+    with httpx.Client(timeout=10) as client:
+
+        def hit(url: str, agent: str, ip: str, method: str = "GET") -> int:
+            headers = {"User-Agent": agent, "X-Forwarded-For": ip}
+            return client.request(method, url, headers=headers).status_code
+
+        out(f"   - a link scanner at {scanned.to}'s mail gateway follows every link in a second")
+        for url in scanned.link_urls:
+            hit(url, CHROME, "203.0.113.50", "HEAD")
+            hit(url, CHROME, "203.0.113.50")
+        out(f"   - Apple Mail Privacy Protection prefetches the pixel for {apple.to}")
+        hit(apple.open_url, "Mozilla/5.0", "17.58.0.1")
+        forged = hit(scanned.open_url[:-12] + "AAAAAAAA.gif", CHROME, "192.0.2.66")
+        missing = hit(scanned.link_urls[1][:-8] + "AAAAAAAA", CHROME, "192.0.2.66")
+        out(f"   - a forger tries made-up tokens: pixel answers {forged}, link answers {missing}")
+        time.sleep(MACHINE_AFTER_SEND_SECONDS + 0.2)
+        out(f"   - {person.to} opens it in Thunderbird, then clicks the incident report")
+        hit(person.open_url, THUNDERBIRD, "198.51.100.7")
+        hit(person.link_urls[1], THUNDERBIRD, "198.51.100.7")
+        out(f"   - {gmail.to} opens it in Gmail (images come through Google's proxy)")
+        hit(gmail.open_url, GMAIL_PROXY, "66.249.84.1")
+        out(f"   - {clicker.to} has images off but clicks 'how to retry'")
+        hit(clicker.link_urls[2], CHROME, "198.51.100.99")
+
+
+def _report(engine: Engine, sent: list[Sent], out: Callable[[str], None]) -> None:
+    def show(value: int | None) -> str:
+        return "null" if value is None else str(value)
+
+    with engine.connect() as connection:
+        rows = {
+            row.email_id: row
+            for row in connection.execute(
+                select(engagements).where(engagements.c.email_id.in_([s.email_id for s in sent]))
+            )
+        }
+        reasons: dict[int, list[str]] = {}
+        for event in connection.execute(select(events).order_by(events.c.id)):
+            label = f"{event.kind}:{event.machine_reason or 'human'}"
+            reasons.setdefault(event.email_id, []).append(label)
+        human, raw = average_rates(connection), average_rates(connection, raw=True)
+
+    out("\n4. Engagement rows (human-only rates; raw counts machines too)")
+    out(f"   {'to':34} {'open':>5} {'click':>5} {'reply':>5} {'raw open':>8}  events")
+    for s in sent:
+        row = rows[s.email_id]
+        out(
+            f"   {s.to:34} {show(row.open_rate):>5} {show(row.click_rate):>5} "
+            f"{show(row.reply_rate):>5} {show(row.open_rate_raw):>8}  "
+            + (", ".join(_summarize(reasons.get(s.email_id, []))) or "-")
+        )
+    out("\n5. Rates over all emails")
+    out("   human: " + _rates(human))
+    out("   raw:   " + _rates(raw))
+
+
+def _summarize(labels: list[str]) -> list[str]:
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return [f"{n} {label}" for label, n in counts.items()]
+
+
+def _rates(rates: Rates) -> str:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0f}%"
+
+    return (
+        f"open {pct(rates.open_rate)}, click {pct(rates.click_rate)}, "
+        f"reply {pct(rates.reply_rate)} over {rates.emails} emails"
+    )

@@ -1,0 +1,62 @@
+"""`mailbeacon serve`: the app under uvicorn; the recorder is flushed on shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import uvicorn
+from sqlalchemy import Engine
+
+from mailbeacon.server import create_app
+from mailbeacon.settings import Settings
+
+
+def uvicorn_config(
+    settings: Settings, engine: Engine, host: str, port: int, log_level: str = "info"
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(settings, engine),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.server.trusted_proxies,
+        access_log=False,  # hits are recorded as events; a log of IPs would leak them
+        log_level=log_level,
+        lifespan="on",
+    )
+
+
+def serve(settings: Settings, engine: Engine) -> int:
+    host, port = settings.server.host, settings.server.port
+    print(f"mailbeacon: serving on http://{host}:{port} (tracking at {settings.tracking.base_url})")
+    print("mailbeacon: Slack is off: no Slack tokens are configured")
+    uvicorn.Server(uvicorn_config(settings, engine, host, port)).run()
+    return 0
+
+
+@contextlib.contextmanager
+def running_in_thread(config: uvicorn.Config) -> Iterator[uvicorn.Server]:
+    """Run a server in a background thread until the block ends (the demo and tests)."""
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="mailbeacon-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.01)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,1 @@
+"""Notifier: rules and subscriptions, dispatcher, channels, digests, jobs."""

@@ -1,0 +1,1 @@
+"""Outreach: templates, audiences, mailboxes, campaigns, sequences, A/B tests."""

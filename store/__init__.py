@@ -1,0 +1,1 @@
+"""Persistence: the schema, engines and sessions, and the Alembic migrations."""

@@ -1,0 +1,45 @@
+"""Shared fixtures: every store test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from store.engine import DatabaseSettings, make_engine
+from store.migrate import upgrade
+
+POSTGRES_URL = os.environ.get("MAILBEACON_TEST_DATABASE_URL", "")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty database of each kind (PostgreSQL: a schema of its own per test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mailbeacon.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL: set MAILBEACON_TEST_DATABASE_URL to run this test on it")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on a database migrated to the newest schema."""
+    engine = make_engine(DatabaseSettings(url=db_url))
+    upgrade(engine)
+    yield engine
+    engine.dispose()

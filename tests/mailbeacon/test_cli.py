@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailbeacon.cli import main
+from mailbeacon.demo import run_demo
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_the_demo_plays_the_whole_loop_offline() -> None:
+    lines: list[str] = []
+    assert run_demo(lines.append) == 0
+    output = "\n".join(lines)
+    assert "companies: 6 created" in output
+    assert "pixel answers 200, link answers 404" in output
+    assert "click:honeypot" in output and "open:apple_mpp" in output
+    assert "human: open 50%, click 33%, reply 0% over 7 emails" in output
+    assert "raw:   open 83%, click 50%" in output
+
+
+def test_a_bad_config_value_stops_with_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("server:\n  port: lots\n")
+    assert main(["--config", str(config), "status"]) == 2
+    assert capsys.readouterr().err == (
+        "mailbeacon: config: server.port = 'lots': expected a whole number\n"
+    )
+
+
+def test_import_reports_good_and_bad_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILBEACON__DATA_DIR", str(tmp_path))
+    assert main(["--config", str(tmp_path / "none.yaml"), "status"]) == 2  # missing file: clear
+    assert "cannot read config file" in capsys.readouterr().err
+    people = tmp_path / "endusers.csv"
+    people.write_text("email,name\nann@a.example,Ann\nnot-an-email,Bob\n")
+    assert main(["import", str(EXAMPLES / "companies.csv")]) == 0
+    assert main(["import", str(people), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "line 3" in out and "not-an-email" in out
+    assert main(["status"]) == 0
+    assert "endusers: 0" in capsys.readouterr().out  # the dry run stored nothing
+    assert main(["import", str(people)]) == 0
+    assert main(["status"]) == 0
+    assert "endusers: 1" in capsys.readouterr().out
+
+
+def test_importing_a_file_that_is_not_there_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILBEACON__DATA_DIR", str(tmp_path))
+    assert main(["import", str(tmp_path / "endusers.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mailbeacon: import: ") and "Traceback" not in err
+
+
+def test_the_console_script_runs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mailbeacon.cli", "init"],
+        env={"MAILBEACON__DATA_DIR": str(tmp_path), "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "database ready" in result.stdout
+    assert (tmp_path / "mailbeacon.db").exists() and (tmp_path / "tracking.key").exists()

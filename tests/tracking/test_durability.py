@@ -1,0 +1,103 @@
+"""An acknowledged hit is never lost: SIGKILL the server under load, then count."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import Engine, select
+
+from mailbeacon.serve import free_port
+from mailbeacon.settings import load_settings, with_generated_keys
+from outreach.emails import Draft, create_email, mark_sent
+from store.clock import utcnow
+from store.schema import events
+from tracking.instrument import TrackingFlags
+from tracking.tokens import TokenSigner
+
+
+def test_every_acknowledged_hit_survives_a_sigkill(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    port = free_port()
+    environ = {
+        "MAILBEACON__DATA_DIR": str(tmp_path),
+        "MAILBEACON__DATABASE__URL": db_url,
+        "MAILBEACON__SERVER__PORT": str(port),
+    }
+    settings = with_generated_keys(load_settings(None, environ))
+    with engine.begin() as connection:
+        draft = Draft(
+            "durability", ["a@customer.example"], "Hi", "<p>hi</p>", "hi", TrackingFlags(True, True)
+        )
+        email_id, _ = create_email(
+            connection, draft, TokenSigner(settings.tracking.signing_keys), settings.tracking
+        )
+        mark_sent(connection, email_id, message_id="<d@test>", sent_at=utcnow())
+    pixel = f"http://127.0.0.1:{port}/t/o/{TokenSigner(settings.tracking.signing_keys).open_token(email_id)}.gif"
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mailbeacon.cli", "serve"],
+        env={**os.environ, **environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}/healthz")
+        acknowledged = asyncio.run(
+            _load_until_killed(pixel, server, kill_after=random.uniform(0.5, 1.5))
+        )
+    finally:
+        server.kill()
+        server.wait()
+
+    assert len(acknowledged) > 100, "the load did not get going before the kill"
+    with engine.connect() as connection:
+        stored = set(
+            connection.scalars(select(events.c.user_agent).where(events.c.email_id == email_id))
+        )
+    assert acknowledged <= stored
+
+
+def _wait_until_up(url: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the server did not come up")
+
+
+async def _load_until_killed(
+    url: str, server: subprocess.Popen[bytes], kill_after: float
+) -> set[str]:
+    acknowledged: set[str] = set()
+    counter = iter(range(10**9))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while True:
+            agent = f"load-{next(counter)}"
+            try:
+                response = await client.get(url, headers={"User-Agent": agent})
+            except httpx.TransportError:
+                return
+            if response.status_code == 200:
+                acknowledged.add(agent)
+
+    async def killer() -> None:
+        await asyncio.sleep(kill_after)
+        server.send_signal(signal.SIGKILL)
+
+    async with httpx.AsyncClient(timeout=5, limits=httpx.Limits(max_connections=32)) as client:
+        await asyncio.gather(killer(), *(worker(client) for _ in range(32)))
+    return acknowledged
