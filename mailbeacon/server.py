@@ -18,7 +18,7 @@ from store.clock import Clock, utcnow
 from store.engine import make_engine
 from tracking.classify import Rules, parse_networks
 from tracking.recorder import Recorder
-from tracking.routes import TrackingEndpoints
+from tracking.routes import ASGIApp, TrackingEndpoints
 from tracking.tokens import TokenSigner
 
 
@@ -29,17 +29,9 @@ def tracking_rules(settings: Settings) -> Rules:
     )
 
 
-def create_app(
-    settings: Settings, engine: Engine | None = None, clock: Clock = utcnow
-) -> Starlette:
+def create_app(settings: Settings, engine: Engine | None = None, clock: Clock = utcnow) -> ASGIApp:
     engine = engine or make_engine(settings.database)
-    recorder = Recorder(engine, settings.tracking, tracking_rules(settings), clock)
-    endpoints = TrackingEndpoints(
-        recorder=recorder,
-        signer=TokenSigner(settings.tracking.signing_keys),
-        clock=clock,
-        secure_cookies=settings.tracking.base_url.startswith("https://"),
-    )
+    recorder = Recorder(engine, settings.tracking, tracking_rules(settings))
 
     async def healthz(request: Request) -> JSONResponse:
         def ping() -> None:
@@ -50,7 +42,9 @@ def create_app(
             await asyncio.to_thread(ping)
         except Exception as exc:
             return JSONResponse({"status": "error", "database": str(exc)[:200]}, status_code=503)
-        return JSONResponse({"status": "ok", "recorded": recorder.rows})
+        return JSONResponse(
+            {"status": "ok", "hits_committed": recorder.rows, "commits": recorder.batches}
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -60,8 +54,9 @@ def create_app(
         finally:
             await recorder.stop()
 
-    routes = [*endpoints.routes(), Route("/healthz", healthz)]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.recorder = recorder
-    app.state.engine = engine
-    return app
+    signer = TokenSigner(settings.tracking.signing_keys)
+    secure = settings.tracking.base_url.startswith("https://")
+    app = Starlette(lifespan=lifespan)
+    endpoints = TrackingEndpoints(app, recorder, signer, clock, secure_cookies=secure)
+    app.router.routes.extend([*endpoints.routes(), Route("/healthz", healthz)])
+    return endpoints

@@ -220,7 +220,8 @@ events = Table(
     Column("machine_reason", String(32)),
     Column("details", JSON),
     CheckConstraint("kind IN ('open', 'click', 'reply', 'auto_reply', 'bounce')", name="kind"),
-    Index(None, "email_id", "at"),
+    # The recorder's look-back: this email's recent clicks (or opens) only.
+    Index(None, "email_id", "kind", "at"),
 )
 
 # The Email Engagement object (DESIGN §3): one row per email, rates 0 / 100 / NULL, so that
@@ -249,7 +250,6 @@ engagements = Table(
     Column("replied_at", UTCDateTime()),
     Column("auto_replied_at", UTCDateTime()),
     Column("bounced_at", UTCDateTime()),
-    Column("updated_at", UTCDateTime()),
     # "who has not opened / clicked / replied in this campaign"
     Index(None, "campaign_id", "open_rate"),
     Index(None, "campaign_id", "click_rate"),

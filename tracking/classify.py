@@ -6,6 +6,7 @@ names the reason. A new signal is one more `@signal("name")` function.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -152,7 +153,12 @@ def _apple_mail_privacy_protection(hit: Hit, context: Context) -> bool:
 
 @signal("bot_user_agent")
 def _bot_user_agent(hit: Hit, context: Context) -> bool:
-    agent = hit.user_agent.lower()
+    return is_bot_agent(hit.user_agent)
+
+
+@functools.lru_cache(maxsize=4096)  # a few mail clients and scanners make most of the traffic
+def is_bot_agent(user_agent: str) -> bool:
+    agent = user_agent.lower()
     if not agent:
         return True
     if any(marker in agent for marker in HUMAN_PROXY_MARKERS):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ class Tally:
     kind: str
     machine: bool
     count: int
-    first_at: datetime
+    first_at: datetime | None
 
 
 def _rate(tracked: bool, happened: bool) -> int | None:
@@ -24,37 +25,69 @@ def _rate(tracked: bool, happened: bool) -> int | None:
     return 100 if happened else 0
 
 
-def _first(tallies: list[Tally]) -> datetime | None:
-    return min((t.first_at for t in tallies), default=None)
-
-
 def engagement_values(
     tallies: Iterable[Tally], *, open_tracking: bool, click_tracking: bool
 ) -> dict[str, Any]:
     """Column values of the engagement row. Rates are 0, 100 or None (that tracking was off);
     a human click implies a human open; `_raw` columns count machines too."""
-    tallies = list(tallies)
-
-    def of(kind: str, human_only: bool) -> list[Tally]:
-        return [t for t in tallies if t.kind == kind and not (human_only and t.machine)]
-
-    human_opens, all_opens = of("open", True), of("open", False)
-    human_clicks, all_clicks = of("click", True), of("click", False)
-    replies = of("reply", False)
+    count: dict[tuple[str, bool], int] = defaultdict(int)
+    first: dict[tuple[str, bool], datetime] = {}
+    for t in tallies:
+        if not t.count:
+            continue
+        key = (t.kind, t.machine)
+        count[key] += t.count
+        if t.first_at is not None and (key not in first or t.first_at < first[key]):
+            first[key] = t.first_at
+    opens, clicks = count["open", False], count["click", False]
+    opens_raw, clicks_raw = opens + count["open", True], clicks + count["click", True]
+    replies = count["reply", False]
     return {
-        "open_rate": _rate(open_tracking, bool(human_opens or human_clicks)),
-        "open_rate_raw": _rate(open_tracking, bool(all_opens or all_clicks)),
-        "click_rate": _rate(click_tracking, bool(human_clicks)),
-        "click_rate_raw": _rate(click_tracking, bool(all_clicks)),
+        "open_rate": _rate(open_tracking, bool(opens or clicks)),
+        "open_rate_raw": _rate(open_tracking, bool(opens_raw or clicks_raw)),
+        "click_rate": _rate(click_tracking, bool(clicks)),
+        "click_rate_raw": _rate(click_tracking, bool(clicks_raw)),
         "reply_rate": 100 if replies else 0,
-        "opens": sum(t.count for t in human_opens),
-        "opens_raw": sum(t.count for t in all_opens),
-        "clicks": sum(t.count for t in human_clicks),
-        "clicks_raw": sum(t.count for t in all_clicks),
-        "replies": sum(t.count for t in replies),
-        "first_opened_at": _first(human_opens + human_clicks),
-        "first_clicked_at": _first(human_clicks),
-        "replied_at": _first(replies),
-        "auto_replied_at": _first(of("auto_reply", False)),
-        "bounced_at": _first(of("bounce", False)),
+        "opens": opens,
+        "opens_raw": opens_raw,
+        "clicks": clicks,
+        "clicks_raw": clicks_raw,
+        "replies": replies,
+        "first_opened_at": _earliest(first.get(("open", False)), first.get(("click", False))),
+        "first_clicked_at": first.get(("click", False)),
+        "replied_at": first.get(("reply", False)),
+        "auto_replied_at": first.get(("auto_reply", False)),
+        "bounced_at": first.get(("bounce", False)),
     }
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    return min((t for t in times if t is not None), default=None)
+
+
+# What opens and clicks can change; replies, auto-replies and bounces are written elsewhere.
+HIT_COLUMNS = (
+    "open_rate",
+    "open_rate_raw",
+    "click_rate",
+    "click_rate_raw",
+    "opens",
+    "opens_raw",
+    "clicks",
+    "clicks_raw",
+    "first_opened_at",
+    "first_clicked_at",
+)
+
+
+def hit_tallies(row: Mapping[str, Any]) -> list[Tally]:
+    """The opens and clicks of an engagement row as tallies, so a batch of new hits can be
+    added without recounting the email's history. Machine first times are not kept: no rule
+    uses them."""
+    opens, clicks = row["opens"], row["clicks"]
+    return [
+        Tally("open", False, opens, row["first_opened_at"] if opens else None),
+        Tally("open", True, row["opens_raw"] - opens, None),
+        Tally("click", False, clicks, row["first_clicked_at"]),
+        Tally("click", True, row["clicks_raw"] - clicks, None),
+    ]

@@ -3,17 +3,23 @@ the email's recent hits in their light), and bring each touched engagement row u
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from store.schema import emails, endusers, engagements, events, links
-from tracking.classify import WINDOW, EmailFacts, Hit, Rules, classify_window
-from tracking.engagement import Tally, engagement_values
+from store.schema import UTCDateTime, emails, endusers, engagements, events, links
+from store.sql import greatest, least
+from tracking.classify import HONEYPOT_IDX, WINDOW, EmailFacts, Hit, Rules, classify_window
+from tracking.engagement import HIT_COLUMNS, Tally, engagement_values
+
+# How long the facts of an email are trusted: an enduser's opt-out takes effect within this.
+FACTS_TTL_SECONDS = 30.0
+FACTS_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -32,91 +38,124 @@ class HitResult:
 UNKNOWN = HitResult(found=False, recorded=False)
 
 
+@dataclass
+class _Email:
+    """What the rules need to know of an email; its links are loaded on its first click."""
+
+    sent_at: datetime | None
+    sender_user_id: int | None
+    open_tracking: bool
+    click_tracking: bool
+    opt_out: bool
+    fetched: float
+    links: dict[int, str | None] | None = None  # index -> destination (None: the honeypot)
+
+    @property
+    def link_count(self) -> int:
+        return sum(1 for url in (self.links or {}).values() if url is not None)
+
+
+class EmailCache:
+    """Emails hit again and again are looked up once every FACTS_TTL_SECONDS, not per hit."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._emails: dict[int, _Email] = {}
+
+    def lookup(
+        self, connection: Connection, email_ids: set[int], clicked: set[int]
+    ) -> dict[int, _Email]:
+        now = self._clock()
+        stale = {
+            i for i in email_ids if now - self._emails.get(i, _NEVER).fetched > FACTS_TTL_SECONDS
+        }
+        if stale:
+            if len(self._emails) > FACTS_CACHE_SIZE:
+                self._emails.clear()
+            for row in connection.execute(_EMAILS, {"ids": sorted(stale)}):
+                self._emails[row.id] = _Email(
+                    row.sent_at,
+                    row.sender_user_id,
+                    row.open_tracking,
+                    row.click_tracking,
+                    bool(row.opt_out),
+                    now,
+                )
+        found = {i: self._emails[i] for i in email_ids if i in self._emails and i not in stale}
+        found |= {i: self._emails[i] for i in stale if i in self._emails}
+        unlinked = sorted(i for i in clicked if i in found and found[i].links is None)
+        if unlinked:
+            loaded: dict[int, dict[int, str | None]] = {i: {} for i in unlinked}
+            for link in connection.execute(_LINKS, {"ids": unlinked}):
+                loaded[link.email_id][link.idx] = None if link.honeypot else link.url
+            for i, email_links in loaded.items():
+                found[i].links = email_links
+        return found
+
+
+_NEVER = _Email(None, None, False, False, False, fetched=float("-inf"))
+_EMAILS = (
+    select(
+        emails.c.id,
+        emails.c.sent_at,
+        emails.c.sender_user_id,
+        emails.c.open_tracking,
+        emails.c.click_tracking,
+        func.coalesce(endusers.c.tracking_opt_out, False).label("opt_out"),
+    )
+    .select_from(emails.outerjoin(endusers, emails.c.enduser_id == endusers.c.id))
+    .where(emails.c.id.in_(bindparam("ids", expanding=True)))
+)
+_LINKS = select(links.c.email_id, links.c.idx, links.c.url, links.c.honeypot).where(
+    links.c.email_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def write_hits(
     connection: Connection,
     pending: Sequence[PendingHit],
     rules: Rules,
+    cache: EmailCache,
     *,
     tracking_enabled: bool,
-    now: datetime,
 ) -> list[HitResult]:
     """Runs inside the caller's transaction; returns one result per pending hit, in order."""
-    email_ids = sorted({p.email_id for p in pending})
-    # On PostgreSQL, writers on the same emails take turns, so each one's engagement
-    # recount below sees the other's committed events.
-    connection.execute(
-        select(engagements.c.email_id)
-        .where(engagements.c.email_id.in_(email_ids))
-        .order_by(engagements.c.email_id)
-        .with_for_update()
-    )
-    facts = _email_rows(connection, email_ids)
-    destinations = _links(
-        connection, sorted({p.email_id for p in pending if p.hit.kind == "click"})
-    )
+    clicked = {p.email_id for p in pending if p.hit.kind == "click"}
+    known = cache.lookup(connection, {p.email_id for p in pending}, clicked)
 
     results: list[HitResult] = []
-    to_record: dict[int, list[int]] = defaultdict(list)  # email id -> positions in `pending`
-    for position, item in enumerate(pending):
-        result = _result(item, facts.get(item.email_id), destinations, tracking_enabled)
+    to_record: dict[int, list[Hit]] = defaultdict(list)
+    for item in pending:
+        result = _result(item, known.get(item.email_id), tracking_enabled)
         results.append(result)
         if result.recorded:
-            to_record[item.email_id].append(position)
+            to_record[item.email_id].append(item.hit)
     if not to_record:
         return results
 
-    new_events, reclassified = _classify(connection, pending, to_record, facts, destinations, rules)
-    connection.execute(events.insert(), new_events)
+    if connection.dialect.name != "sqlite":
+        # Writers in other processes touching the same emails take turns, always in the same
+        # order (no deadlock). SQLite needs none of this: BEGIN IMMEDIATE serializes writers.
+        connection.execute(_LOCK, {"ids": sorted(to_record)})
+    new_events, reclassified = _classify(connection, to_record, known, rules)
+    connection.execute(_INSERT_EVENT, new_events)
     if reclassified:
         connection.execute(
-            update(events)
-            .where(events.c.id == bindparam("event_id"))
-            .values(machine=True, machine_reason=bindparam("reason")),
-            [{"event_id": i, "reason": r} for i, r in reclassified],
+            _RECLASSIFY, [{"event_id": event_id, "reason": r} for _, event_id, r in reclassified]
         )
-    _recount(connection, sorted(to_record), facts, now)
+    recount = {email_id for email_id, _, _ in reclassified}
+    _add_to_engagements(connection, new_events, recount, known)
+    _recount_engagements(connection, sorted(recount), known)
     return results
 
 
-def _email_rows(connection: Connection, email_ids: list[int]) -> dict[int, Any]:
-    query = (
-        select(
-            emails.c.id,
-            emails.c.sent_at,
-            emails.c.sender_user_id,
-            emails.c.open_tracking,
-            emails.c.click_tracking,
-            func.coalesce(endusers.c.tracking_opt_out, False).label("opt_out"),
-        )
-        .select_from(emails.outerjoin(endusers, emails.c.enduser_id == endusers.c.id))
-        .where(emails.c.id.in_(email_ids))
-    )
-    return {row.id: row for row in connection.execute(query)}
-
-
-def _links(connection: Connection, email_ids: list[int]) -> dict[int, dict[int, str | None]]:
-    found: dict[int, dict[int, str | None]] = defaultdict(dict)
-    if email_ids:
-        query = select(links.c.email_id, links.c.idx, links.c.url, links.c.honeypot).where(
-            links.c.email_id.in_(email_ids)
-        )
-        for row in connection.execute(query):
-            found[row.email_id][row.idx] = None if row.honeypot else row.url
-    return found
-
-
-def _result(
-    item: PendingHit,
-    email: Any,
-    destinations: dict[int, dict[int, str | None]],
-    tracking_enabled: bool,
-) -> HitResult:
+def _result(item: PendingHit, email: _Email | None, tracking_enabled: bool) -> HitResult:
     if email is None:
         return UNKNOWN
     hit = item.hit
     destination = None
     if hit.kind == "click":
-        email_links = destinations.get(item.email_id, {})
+        email_links = email.links or {}
         if hit.link_idx not in email_links:
             return UNKNOWN
         destination = email_links[hit.link_idx]
@@ -127,65 +166,91 @@ def _result(
 
 def _classify(
     connection: Connection,
-    pending: Sequence[PendingHit],
-    to_record: dict[int, list[int]],
-    facts: dict[int, Any],
-    destinations: dict[int, dict[int, str | None]],
+    to_record: dict[int, list[Hit]],
+    known: dict[int, _Email],
     rules: Rules,
-) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
-    """Rows to insert, and (event id, reason) of stored hits that turn out to be machines."""
-    since = min(pending[p].hit.at for positions in to_record.values() for p in positions) - WINDOW
-    recent: dict[int, list[tuple[int, Hit]]] = defaultdict(list)
-    query = select(
-        events.c.id,
-        events.c.email_id,
-        events.c.kind,
-        events.c.at,
-        events.c.link_idx,
-        events.c.ip,
-        events.c.user_agent,
-        events.c.details,
-        events.c.machine_reason,
-    ).where(
-        events.c.email_id.in_(sorted(to_record)),
-        events.c.kind.in_(("open", "click")),
-        events.c.at >= since,
-    )
-    for row in connection.execute(query):
-        # Classified again with its neighbours; its viewer cookie is not stored, but a hit
-        # that had matched it would be a machine already.
-        hit = Hit(
-            row.kind,
-            row.at,
-            row.link_idx,
-            method=(row.details or {}).get("method", "GET"),
-            user_agent=row.user_agent or "",
-            ip=row.ip or "",
-            reason=row.machine_reason,
-        )
-        recent[row.email_id].append((row.id, hit))
-
+) -> tuple[list[dict[str, Any]], list[tuple[int, int, str]]]:
+    """Rows to insert, and (email id, event id, reason) of stored hits that turn out to be
+    machines."""
+    recent = _recent_hits(connection, to_record)
     new_events: list[dict[str, Any]] = []
-    reclassified: list[tuple[int, str]] = []
-    for email_id, positions in to_record.items():
-        email = facts[email_id]
-        link_count = sum(1 for url in destinations.get(email_id, {}).values() if url is not None)
-        stored = recent[email_id]
-        new = [pending[p].hit for p in positions]
+    reclassified: list[tuple[int, int, str]] = []
+    for email_id, new in to_record.items():
+        email = known[email_id]
+        stored = recent.get(email_id, [])
         reasons = classify_window(
             [hit for _, hit in stored] + new,
-            EmailFacts(email.sent_at, email.sender_user_id, link_count),
+            EmailFacts(email.sent_at, email.sender_user_id, email.link_count),
             rules,
         )
         for (event_id, hit), reason in zip(stored, reasons, strict=False):
             if hit.reason is None and reason is not None:
-                reclassified.append((event_id, reason))
+                reclassified.append((email_id, event_id, reason))
         for hit, reason in zip(new, reasons[len(stored) :], strict=True):
-            new_events.append(_event_row(email_id, replace(hit, reason=reason)))
+            new_events.append(_event_row(email_id, hit, reason))
     return new_events, reclassified
 
 
-def _event_row(email_id: int, hit: Hit) -> dict[str, Any]:
+def _recent_hits(
+    connection: Connection, to_record: dict[int, list[Hit]]
+) -> dict[int, list[tuple[int, Hit]]]:
+    """The stored hits the window signals may look at or reclassify: recent clicks (the
+    honeypot and link bursts are clicks), and recent opens of emails whose honeypot was just hit."""
+    since = min(hit.at for hits in to_record.values() for hit in hits) - WINDOW
+    honeypotted = sorted(
+        email_id
+        for email_id, hits in to_record.items()
+        if any(h.kind == "click" and h.link_idx == HONEYPOT_IDX for h in hits)
+    )
+    recent: dict[int, list[tuple[int, Hit]]] = defaultdict(list)
+    lookups = [("click", sorted(to_record))] + ([("open", honeypotted)] if honeypotted else [])
+    for kind, email_ids in lookups:
+        params = {"kind": kind, "ids": email_ids, "since": since}
+        for row in connection.execute(_RECENT, params):
+            # Classified again with its neighbours; its viewer cookie is not stored, but a hit
+            # that had matched it would be a machine already.
+            hit = Hit(
+                kind,  # type: ignore[arg-type]
+                row.at,
+                row.link_idx,
+                method=(row.details or {}).get("method", "GET"),
+                user_agent=row.user_agent or "",
+                ip=row.ip or "",
+                reason=row.machine_reason,
+            )
+            recent[row.email_id].append((row.id, hit))
+    return recent
+
+
+_RECENT = select(
+    events.c.id,
+    events.c.email_id,
+    events.c.at,
+    events.c.link_idx,
+    events.c.ip,
+    events.c.user_agent,
+    events.c.details,
+    events.c.machine_reason,
+).where(
+    events.c.email_id.in_(bindparam("ids", expanding=True)),
+    events.c.kind == bindparam("kind"),
+    events.c.at >= bindparam("since", type_=UTCDateTime()),
+)
+_INSERT_EVENT = events.insert()
+_LOCK = (
+    select(engagements.c.email_id)
+    .where(engagements.c.email_id.in_(bindparam("ids", expanding=True)))
+    .order_by(engagements.c.email_id)
+    .with_for_update()
+)
+_RECLASSIFY = (
+    update(events)
+    .where(events.c.id == bindparam("event_id"))
+    .values(machine=True, machine_reason=bindparam("reason"))
+)
+
+
+def _event_row(email_id: int, hit: Hit, reason: str | None) -> dict[str, Any]:
     return {
         "email_id": email_id,
         "kind": hit.kind,
@@ -193,16 +258,65 @@ def _event_row(email_id: int, hit: Hit) -> dict[str, Any]:
         "link_idx": hit.link_idx,
         "user_agent": hit.user_agent[:1000],
         "ip": hit.ip,
-        "machine": hit.reason is not None,
-        "machine_reason": hit.reason,
+        "machine": reason is not None,
+        "machine_reason": reason,
         "details": {"method": hit.method} if hit.method != "GET" else None,
     }
 
 
-def _recount(
-    connection: Connection, email_ids: list[int], facts: dict[int, Any], now: datetime
+# Adding a batch to a stored engagement row: counts add up, a rate that reached 100 stays 100,
+# and first times keep the earliest. The rules themselves live in engagement_values().
+_COUNTS = ("opens", "opens_raw", "clicks", "clicks_raw")
+_RATES = ("open_rate", "open_rate_raw", "click_rate", "click_rate_raw")
+_FIRSTS = ("first_opened_at", "first_clicked_at")
+assert set(_COUNTS + _RATES + _FIRSTS) == set(HIT_COLUMNS)
+
+
+def _merge(name: str) -> Any:
+    column = engagements.c[name]
+    if name in _COUNTS:
+        return column + bindparam(name)
+    if name in _RATES:  # NULL (tracking off) on both sides or on neither
+        return greatest(column, bindparam(name))
+    value = bindparam(name, type_=UTCDateTime())
+    return func.coalesce(least(column, value), column, value)
+
+
+_MERGE = (
+    update(engagements)
+    .where(engagements.c.email_id == bindparam("target_id"))
+    .values({name: _merge(name) for name in HIT_COLUMNS})
+)
+
+
+def _add_to_engagements(
+    connection: Connection,
+    new_events: list[dict[str, Any]],
+    skip: set[int],
+    known: dict[int, _Email],
 ) -> None:
-    """Recompute each touched engagement row from its events: always right, never drifting."""
+    """One atomic UPDATE per email: no read, so writers in other processes cannot be missed."""
+    batch: dict[int, list[Tally]] = defaultdict(list)
+    for event in new_events:
+        if event["email_id"] not in skip:
+            batch[event["email_id"]].append(Tally(event["kind"], event["machine"], 1, event["at"]))
+    rows = []
+    for email_id, tallies in sorted(batch.items()):
+        email = known[email_id]
+        values = engagement_values(
+            tallies, open_tracking=email.open_tracking, click_tracking=email.click_tracking
+        )
+        rows.append({"target_id": email_id, **{name: values[name] for name in HIT_COLUMNS}})
+    if rows:
+        connection.execute(_MERGE, rows)
+
+
+def _recount_engagements(
+    connection: Connection, email_ids: list[int], known: dict[int, _Email]
+) -> None:
+    """Emails whose stored hits were reclassified are recounted from all their events."""
+    if not email_ids:
+        return
     tallies: dict[int, list[Tally]] = defaultdict(list)
     query = (
         select(
@@ -217,17 +331,14 @@ def _recount(
     )
     for row in connection.execute(query):
         tallies[row.email_id].append(Tally(row.kind, bool(row.machine), row.n, row.first_at))
-    rows = [
-        {
-            "target_id": email_id,
-            "updated_at": now,
-            **engagement_values(
-                tallies[email_id],
-                open_tracking=facts[email_id].open_tracking,
-                click_tracking=facts[email_id].click_tracking,
-            ),
-        }
-        for email_id in email_ids
-    ]
+    rows = []
+    for email_id in email_ids:
+        email = known[email_id]
+        values = engagement_values(
+            tallies[email_id],
+            open_tracking=email.open_tracking,
+            click_tracking=email.click_tracking,
+        )
+        rows.append({"target_id": email_id, **{name: values[name] for name in HIT_COLUMNS}})
     statement = update(engagements).where(engagements.c.email_id == bindparam("target_id"))
     connection.execute(statement, rows)

@@ -8,14 +8,12 @@ import ipaddress
 import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 
-from store.clock import Clock, utcnow
 from tracking.classify import Hit, Rules
-from tracking.record import HitResult, PendingHit, write_hits
+from tracking.record import EmailCache, HitResult, PendingHit, write_hits
 from tracking.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
@@ -31,18 +29,21 @@ class _Job:
     future: asyncio.Future[HitResult]
 
 
-_STOP = object()
+_STOP: list[_Job] = []
 
 
 class Recorder:
-    def __init__(
-        self, engine: Engine, settings: TrackingSettings, rules: Rules, clock: Clock = utcnow
-    ) -> None:
+    """Hits that arrive in the same turn of the event loop travel to the writer thread as one
+    batch; while the writer commits, the next batch gathers. A batch is one transaction of at
+    most `batch_max_rows` hits."""
+
+    def __init__(self, engine: Engine, settings: TrackingSettings, rules: Rules) -> None:
         self._engine = engine
         self._settings = settings
         self._rules = rules
-        self._clock = clock
-        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._emails = EmailCache()
+        self._queue: queue.SimpleQueue[list[_Job]] = queue.SimpleQueue()
+        self._gathering: list[_Job] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
@@ -57,6 +58,7 @@ class Recorder:
         """Commit everything queued, then stop the writer."""
         if self._thread is None:
             return
+        self._hand_over()
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
@@ -67,29 +69,31 @@ class Recorder:
         if self._settings.anonymize_ip:
             hit = replace(hit, ip=anonymize_ip(hit.ip))
         future: asyncio.Future[HitResult] = self._loop.create_future()
-        self._queue.put(_Job(PendingHit(email_id, hit), future))
+        if not self._gathering:
+            self._loop.call_soon(self._hand_over)  # after the requests ready in this turn
+        self._gathering.append(_Job(PendingHit(email_id, hit), future))
         return await future
 
+    def _hand_over(self) -> None:
+        if self._gathering:
+            self._queue.put(self._gathering)
+            self._gathering = []
+
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            assert isinstance(first, _Job)
-            batch = [first]
-            deadline = time.monotonic() + self._settings.batch_max_wait_ms / 1000
-            while len(batch) < self._settings.batch_max_rows:
+        limit = self._settings.batch_max_rows
+        while (batch := self._queue.get()) is not _STOP:
+            # Take what else is waiting, up to the limit: the queue fills while we commit.
+            while len(batch) < limit:
                 try:
-                    job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if job is _STOP:
-                    stopping = True
+                if more is _STOP:
+                    self._queue.put(_STOP)
                     break
-                assert isinstance(job, _Job)
-                batch.append(job)
-            self._commit(batch)
+                batch = batch + more
+            for start in range(0, len(batch), limit):
+                self._commit(batch[start : start + limit])
 
     def _commit(self, batch: list[_Job]) -> None:
         outcome: list[HitResult] | BaseException
@@ -99,8 +103,8 @@ class Recorder:
                     connection,
                     [job.item for job in batch],
                     self._rules,
+                    self._emails,
                     tracking_enabled=self._settings.enabled,
-                    now=self._clock(),
                 )
             self.batches += 1
             self.rows += len(batch)

@@ -439,7 +439,6 @@ def upgrade() -> None:
         sa.Column("replied_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("auto_replied_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("bounced_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["campaign_id"], ["campaigns.id"], name=op.f("fk_engagements_campaign_id_campaigns")
         ),
@@ -503,7 +502,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_events_email_id_at"), ["email_id", "at"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_events_email_id_kind_at"), ["email_id", "kind", "at"], unique=False
+        )
 
     op.create_table(
         "links",
@@ -571,7 +572,7 @@ def downgrade() -> None:
     op.drop_table("deliveries")
     op.drop_table("links")
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_events_email_id_at"))
+        batch_op.drop_index(batch_op.f("ix_events_email_id_kind_at"))
 
     op.drop_table("events")
     with op.batch_alter_table("engagements", schema=None) as batch_op:
