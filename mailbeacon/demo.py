@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import Engine, select
 
@@ -22,10 +23,11 @@ from mailbeacon.settings import Settings, load_settings, with_generated_keys
 from outreach.emails import Draft, create_email, mark_sent
 from outreach.importer import import_file
 from outreach.maildir import build_message, deliver
+from outreach.templates import html_to_text, load_template
 from store.clock import utcnow
 from store.engine import make_engine
 from store.migrate import upgrade
-from store.schema import endusers, engagements, events, users
+from store.schema import companies, endusers, engagements, events, users
 from tracking.analytics import Rates, average_rates
 from tracking.instrument import TrackingFlags
 from tracking.tokens import TokenSigner
@@ -34,21 +36,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SENDER = "you@yourcompany.example"
 MACHINE_AFTER_SEND_SECONDS = 2
 
-SUBJECT = "Service incident on {{ enduser.name }}'s account: what happened"
-HTML = """<!doctype html>
-<html><body>
-<p>Hi {{ enduser.name }},</p>
-<p>Yesterday between 14:02 and 14:47 UTC some requests failed. Here is
-<a href="https://status.yourcompany.example/incidents/42">the incident report</a> and
-<a href="https://yourcompany.example/help/retry?src=email#after-outage">how to retry</a>.</p>
-<p>Questions? <a href="mailto:support@yourcompany.example">Write to us</a>.</p>
-</body></html>
-"""
-TEXT = """Hi {{ enduser.name }},
-
-Yesterday between 14:02 and 14:47 UTC some requests failed.
-Incident report: https://status.yourcompany.example/incidents/42
-"""
+TEMPLATE = EXAMPLES / "templates" / "outage.html"
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
 CHROME = (
@@ -64,7 +52,6 @@ GMAIL_PROXY = (
 class Sent:
     email_id: int
     to: str
-    name: str
     open_url: str
     link_urls: list[str]  # index 0: the honeypot
 
@@ -92,7 +79,7 @@ def run_demo(out: Callable[[str], None] = print) -> int:
             report = import_file(engine, EXAMPLES / name)
             out("   " + report.summary().replace("\n", "\n   "))
         sent = _send(engine, settings, Path(folder) / "Maildir")
-        out(f"\n2. Sent '{SUBJECT[:16]}…' to {len(sent)} endusers, written to {folder}/Maildir")
+        out(f"\n2. Sent '{TEMPLATE.name}' to {len(sent)} endusers, written to {folder}/Maildir")
         config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
         with running_in_thread(config):
             out(f"\n3. Tracking server on {settings.tracking.base_url}; playing the recipients")
@@ -103,50 +90,66 @@ def run_demo(out: Callable[[str], None] = print) -> int:
 
 
 def _send(engine: Engine, settings: Settings, maildir: Path) -> list[Sent]:
-    html = ImmutableSandboxedEnvironment(autoescape=True).from_string(HTML)
-    plain = ImmutableSandboxedEnvironment(autoescape=False)
-    subject, text = plain.from_string(SUBJECT), plain.from_string(TEXT)
+    template = load_template(TEMPLATE)
+    html = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+    plain = ImmutableSandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+    body, subject = html.from_string(template.body), plain.from_string(template.subject)
     signer = TokenSigner(settings.tracking.signing_keys)
     base = settings.tracking.base_url
+    sender = {"name": "Alex from Support", "email": SENDER}
     sent: list[Sent] = []
     with engine.begin() as connection:
         sender_id = connection.execute(
-            users.insert().values(email=SENDER, name="You", role="admin").returning(users.c.id)
+            users.insert()
+            .values(email=SENDER, name=sender["name"], role="admin")
+            .returning(users.c.id)
         ).scalar_one()
-        ordered = select(endusers).order_by(endusers.c.id)
+        ordered = (
+            select(endusers, companies.c.name.label("company_name"))
+            .select_from(endusers.outerjoin(companies))
+            .order_by(endusers.c.id)
+        )
         # Six who will play their parts, and one who opted out of tracking (if any did).
         recipients = [
             *connection.execute(ordered.where(~endusers.c.tracking_opt_out).limit(6)),
             *connection.execute(ordered.where(endusers.c.tracking_opt_out).limit(1)),
         ]
         for enduser in recipients:
-            context = {"enduser": enduser._mapping}
+            context = {
+                "enduser": enduser._mapping,
+                "company": {"name": enduser.company_name or "your company"},
+                "sender": sender,
+            }
+            rendered = body.render(context)
             draft = Draft(
-                idempotency_key=f"demo-outage-{enduser.id}",
+                idempotency_key=f"demo-{template.key}-{enduser.id}",
                 to=[enduser.email],
                 subject=subject.render(context),
-                html=html.render(context),
-                text=text.render(context),
-                flags=TrackingFlags(opens=True, clicks=True),
+                html=rendered,
+                text=html_to_text(rendered),
+                flags=TrackingFlags(opens=template.track_opens, clicks=template.track_clicks),
                 enduser_id=enduser.id,
                 sender_user_id=sender_id,
-                template_key="outage",
+                template_key=template.key,
             )
-            email_id, body = create_email(connection, draft, signer, settings.tracking)
+            email_id, instrumented = create_email(connection, draft, signer, settings.tracking)
             message = build_message(
-                sender=SENDER, to=draft.to, subject=draft.subject, html=body.html, text=body.text
+                sender=SENDER,
+                to=draft.to,
+                subject=draft.subject,
+                html=instrumented.html,
+                text=instrumented.text,
             )
             deliver(maildir, message)
             mark_sent(connection, email_id, message_id=message["Message-ID"], sent_at=utcnow())
-            links = {link.idx: link for link in body.links}
             sent.append(
                 Sent(
                     email_id=email_id,
                     to=enduser.email,
-                    name=enduser.name or enduser.email,
                     open_url=f"{base}/t/o/{signer.open_token(email_id)}.gif",
                     link_urls=[
-                        f"{base}/t/c/{signer.click_token(email_id, i)}" for i in sorted(links)
+                        f"{base}/t/c/{signer.click_token(email_id, link.idx)}"
+                        for link in sorted(instrumented.links, key=lambda link: link.idx)
                     ],
                 )
             )

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import Engine, select
 
 from mailbeacon.serve import free_port
@@ -23,10 +24,12 @@ from tracking.instrument import TrackingFlags
 from tracking.tokens import TokenSigner
 
 
-def test_every_acknowledged_hit_survives_a_sigkill(
-    db_url: str, engine: Engine, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_every_acknowledged_hit_survives_the_server_being_stopped(
+    db_url: str, engine: Engine, tmp_path: Path, stop: signal.Signals
 ) -> None:
     port = free_port()
+    log = tmp_path / "server.log"
     environ = {
         "MAILBEACON__DATA_DIR": str(tmp_path),
         "MAILBEACON__DATABASE__URL": db_url,
@@ -41,19 +44,25 @@ def test_every_acknowledged_hit_survives_a_sigkill(
             connection, draft, TokenSigner(settings.tracking.signing_keys), settings.tracking
         )
         mark_sent(connection, email_id, message_id="<d@test>", sent_at=utcnow())
-    pixel = f"http://127.0.0.1:{port}/t/o/{TokenSigner(settings.tracking.signing_keys).open_token(email_id)}.gif"
+    token = TokenSigner(settings.tracking.signing_keys).open_token(email_id)
+    pixel = f"http://127.0.0.1:{port}/t/o/{token}.gif"
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mailbeacon.cli", "serve"],
-        env={**os.environ, **environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mailbeacon.cli", "serve"],
+            env={**os.environ, **environ},
+            stdout=subprocess.DEVNULL,
+            stderr=output,
+        )
     try:
         _wait_until_up(f"http://127.0.0.1:{port}/healthz")
         acknowledged = asyncio.run(
-            _load_until_killed(pixel, server, kill_after=random.uniform(0.5, 1.5))
+            _load_until_stopped(pixel, server, stop, after=random.uniform(0.5, 1.5))
         )
+        # uvicorn exits by the signal it got, after a graceful shutdown for SIGTERM.
+        assert server.wait(timeout=30) == -stop
+        if stop == signal.SIGTERM:
+            assert "Application shutdown complete" in log.read_text()
     finally:
         server.kill()
         server.wait()
@@ -78,8 +87,8 @@ def _wait_until_up(url: str) -> None:
     raise AssertionError("the server did not come up")
 
 
-async def _load_until_killed(
-    url: str, server: subprocess.Popen[bytes], kill_after: float
+async def _load_until_stopped(
+    url: str, server: subprocess.Popen[bytes], stop: signal.Signals, after: float
 ) -> set[str]:
     acknowledged: set[str] = set()
     counter = iter(range(10**9))
@@ -95,8 +104,8 @@ async def _load_until_killed(
                 acknowledged.add(agent)
 
     async def killer() -> None:
-        await asyncio.sleep(kill_after)
-        server.send_signal(signal.SIGKILL)
+        await asyncio.sleep(after)
+        server.send_signal(stop)
 
     async with httpx.AsyncClient(timeout=5, limits=httpx.Limits(max_connections=32)) as client:
         await asyncio.gather(killer(), *(worker(client) for _ in range(32)))
