@@ -39,7 +39,7 @@ NOT_FOUND = (
 UNAVAILABLE = b"Temporarily unavailable: please try the link again in a moment.\n"
 _NO_STORE = [(b"cache-control", b"no-store, private"), (b"pragma", b"no-cache")]
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8"), *_NO_STORE]
-_GIF = [(b"content-type", b"image/gif"), *_NO_STORE]
+_GIF = [(b"content-type", b"image/gif"), (b"content-length", b"43"), *_NO_STORE]
 # What RedirectResponse leaves unquoted: a stored destination is already a valid URL.
 _URL_SAFE = ":/%#?=@[]!$&'()*+,;"
 
@@ -64,7 +64,8 @@ class TrackingEndpoints:
             path: str = scope["path"]
             if path.startswith("/t/o/") and path.endswith(".gif"):
                 await self.open_pixel(scope, path[5:-4])
-                await _respond(send, 200, _GIF, PIXEL)
+                await send({"type": "http.response.start", "status": 200, "headers": _GIF})
+                await send({"type": "http.response.body", "body": PIXEL})
                 return
             if path.startswith("/t/c/"):
                 await self.click(scope, send, path[5:])
