@@ -90,21 +90,24 @@ def main() -> int:
         with _server(["bench.bare_app:app"], {}, bare=True) as port:
             paths_file.write_text("/t/o/warmup.gif\n")
             outcomes.append(Outcome("bare ASGI", _drive(args, port, paths_file)))
-        databases = [("mailbeacon sqlite", f"sqlite:///{folder}/bench.db")]
+        # name, database, tracking on: the last row is a reference, everything but the writes.
+        targets = [("mailbeacon sqlite", f"sqlite:///{folder}/bench.db", True)]
         if _postgres_answers(args.postgres):
-            databases.append(("mailbeacon postgresql", args.postgres))
+            targets.append(("mailbeacon postgresql", args.postgres, True))
         else:
             print(f"PostgreSQL not reachable at {args.postgres}: skipped")
-        for name, url in databases:
+        targets.append(("(sqlite, recording off)", f"sqlite:///{folder}/off.db", False))
+        for name, url, tracking in targets:
             with _database(url) as db_url:
                 env = _environment(folder, db_url)
                 paths = _seed(env, args.emails)
                 paths_file.write_text("\n".join(paths) + "\n")
+                env["MAILBEACON__TRACKING__ENABLED"] = str(tracking).lower()
                 with _server(["-m", "mailbeacon.cli", "serve"], env) as port:
-                    env["MAILBEACON__SERVER__PORT"] = str(port)
                     load = _drive(args, port, paths_file)
                     time.sleep(0.5)
-                    outcomes.append(Outcome(name, load, _count_events(db_url)))
+                    recorded = _count_events(db_url) if tracking else None
+                    outcomes.append(Outcome(name, load, recorded))
     return _report(outcomes, args.connections)
 
 
