@@ -24,6 +24,6 @@ class TrackingSettings:
     internal_networks: list[str] = field(default_factory=list)
     # Add one hidden link that only machines follow.
     honeypot: bool = True
-    # Group commit: at most this many hits per transaction, waiting at most this long for more.
+    # Group commit: at most this many hits per transaction. The hits that arrive while one
+    # transaction commits go together in the next.
     batch_max_rows: int = 100
-    batch_max_wait_ms: float = 2.0
