@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -79,15 +79,3 @@ HIT_COLUMNS = (
     "first_clicked_at",
 )
 
-
-def hit_tallies(row: Mapping[str, Any]) -> list[Tally]:
-    """The opens and clicks of an engagement row as tallies, so a batch of new hits can be
-    added without recounting the email's history. Machine first times are not kept: no rule
-    uses them."""
-    opens, clicks = row["opens"], row["clicks"]
-    return [
-        Tally("open", False, opens, row["first_opened_at"] if opens else None),
-        Tally("open", True, row["opens_raw"] - opens, None),
-        Tally("click", False, clicks, row["first_clicked_at"]),
-        Tally("click", True, row["clicks_raw"] - clicks, None),
-    ]

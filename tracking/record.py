@@ -72,6 +72,8 @@ class EmailCache:
         if stale:
             if len(self._emails) > FACTS_CACHE_SIZE:
                 self._emails.clear()
+            for i in stale:
+                self._emails.pop(i, None)  # gone from the database: gone from here too
             for row in connection.execute(_EMAILS, {"ids": sorted(stale)}):
                 self._emails[row.id] = _Email(
                     row.sent_at,
@@ -81,8 +83,7 @@ class EmailCache:
                     bool(row.opt_out),
                     now,
                 )
-        found = {i: self._emails[i] for i in email_ids if i in self._emails and i not in stale}
-        found |= {i: self._emails[i] for i in stale if i in self._emails}
+        found = {i: self._emails[i] for i in email_ids if i in self._emails}
         unlinked = sorted(i for i in clicked if i in found and found[i].links is None)
         if unlinked:
             loaded: dict[int, dict[int, str | None]] = {i: {} for i in unlinked}

@@ -56,12 +56,12 @@ class Recorder:
 
     async def stop(self) -> None:
         """Commit everything queued, then stop the writer."""
-        if self._thread is None:
+        thread, self._thread = self._thread, None  # from now on, record() refuses
+        if thread is None:
             return
         self._hand_over()
         self._queue.put(_STOP)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
+        await asyncio.to_thread(thread.join)
 
     async def record(self, email_id: int, hit: Hit) -> HitResult:
         if self._thread is None or self._loop is None:

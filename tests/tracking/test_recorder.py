@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select, update
 
 from outreach.emails import Draft, create_email, mark_sent
 from store.clock import utcnow
 from store.engine import DatabaseSettings, make_engine
-from store.schema import engagements, events
+from store.schema import emails, endusers, engagements, events, links
 from tracking.analytics import average_rates
 from tracking.classify import Hit, Rules
 from tracking.instrument import TrackingFlags
+from tracking.record import FACTS_TTL_SECONDS, EmailCache
 from tracking.recorder import Recorder, RecorderUnavailable
 from tracking.settings import TrackingSettings
 from tracking.tokens import TokenSigner
@@ -144,3 +145,31 @@ def test_rates_average_only_tracked_emails_and_are_human_unless_raw(engine: Engi
         0.0,
     )
     assert (raw.open_rate, raw.click_rate) == (66.7, 0.0)
+
+
+def test_email_facts_are_cached_briefly_so_an_opt_out_takes_effect(engine: Engine) -> None:
+    email_id = _send(engine, "o")
+    with engine.begin() as connection:
+        enduser = connection.execute(
+            endusers.insert().values(email="o@c.example", attributes={}).returning(endusers.c.id)
+        ).scalar_one()
+        connection.execute(update(emails).values(enduser_id=enduser))
+    now = [0.0]
+    cache = EmailCache(clock=lambda: now[0])
+
+    def opted_out() -> bool:
+        with engine.connect() as connection:
+            return cache.lookup(connection, {email_id}, set())[email_id].opt_out
+
+    assert not opted_out()
+    with engine.begin() as connection:
+        connection.execute(update(endusers).values(tracking_opt_out=True))
+    assert not opted_out()  # still the cached facts
+    now[0] += FACTS_TTL_SECONDS + 1
+    assert opted_out()
+    with engine.begin() as connection:
+        for table in (links, engagements, emails):
+            connection.execute(delete(table))
+    now[0] += FACTS_TTL_SECONDS + 1
+    with engine.connect() as connection:
+        assert cache.lookup(connection, {email_id}, set()) == {}
