@@ -78,4 +78,3 @@ HIT_COLUMNS = (
     "first_opened_at",
     "first_clicked_at",
 )
-
