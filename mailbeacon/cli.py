@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -63,6 +63,10 @@ def safe_url(url: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":  # its own temporary folder and settings: touches nothing here
+        from mailbeacon.demo import run_demo
+
+        return run_demo()
     environ = dict(os.environ)
     # Command-line overrides go in like environment overrides, so derived keys follow them.
     if args.command == "serve" and args.host:
@@ -84,10 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "demo":
-        from mailbeacon.demo import run_demo
-
-        return run_demo()
     engine = make_engine(settings.database)
     if args.command == "serve":
         from mailbeacon.serve import serve
@@ -111,12 +111,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(report.summary())
         return 0
     if args.command == "status":
-        return _status(settings)
+        return _status(settings, engine)
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _status(settings: Settings) -> int:
-    engine = make_engine(settings.database)
+def _status(settings: Settings, engine: Engine) -> int:
     revision = current_revision(engine)
     print(f"database: {safe_url(settings.database.url)}")
     print(f"schema:   {revision or 'empty'} (newest {head_revision()})")

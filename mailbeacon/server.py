@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -20,6 +21,8 @@ from tracking.classify import Rules, parse_networks
 from tracking.recorder import Recorder
 from tracking.routes import ASGIApp, TrackingEndpoints
 from tracking.tokens import TokenSigner
+
+log = logging.getLogger(__name__)
 
 
 def tracking_rules(settings: Settings) -> Rules:
@@ -40,8 +43,9 @@ def create_app(settings: Settings, engine: Engine | None = None, clock: Clock = 
 
         try:
             await asyncio.to_thread(ping)
-        except Exception as exc:
-            return JSONResponse({"status": "error", "database": str(exc)[:200]}, status_code=503)
+        except Exception:
+            log.exception("health check: the database does not answer")
+            return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
         return JSONResponse(
             {"status": "ok", "hits_committed": recorder.rows, "commits": recorder.batches}
         )

@@ -73,3 +73,14 @@ def test_the_console_script_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "database ready" in result.stdout
     assert (tmp_path / "mailbeacon.db").exists() and (tmp_path / "tracking.key").exists()
+
+
+def test_an_unreachable_database_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILBEACON__DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MAILBEACON__DATABASE__URL", "postgresql://nobody@127.0.0.1:9/none")
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mailbeacon: cannot use the database: ")
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import update
 
+from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
+from mailbeacon.settings import load_settings, with_generated_keys
+from store.engine import make_engine
 from store.schema import endusers, users
 from tests.tracking.conftest import PERSON, ServerFactory, TrackingServer
 from tracking.routes import PIXEL
@@ -262,3 +266,26 @@ def test_ip_addresses_can_be_stored_anonymized(tracking_server_factory: ServerFa
 def test_health(server: TrackingServer) -> None:
     response = server.client.get(f"{server.base}/healthz")
     assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+def test_a_database_outage_still_gives_the_gif_and_a_clear_503(tmp_path: Path) -> None:
+    port = free_port()
+    environ = {
+        "MAILBEACON__DATA_DIR": str(tmp_path),
+        "MAILBEACON__DATABASE__URL": "postgresql://nobody@127.0.0.1:9/none",
+    }
+    settings = with_generated_keys(load_settings(None, environ))
+    signer = TokenSigner(settings.tracking.signing_keys)
+    base = f"http://127.0.0.1:{port}"
+    config = uvicorn_config(settings, make_engine(settings.database), "127.0.0.1", port)
+    with running_in_thread(config), httpx.Client(base_url=base) as client:
+        pixel = client.get(f"/t/o/{signer.open_token(1)}.gif")
+        assert (pixel.status_code, pixel.content) == (200, PIXEL)
+        click = client.get(f"/t/c/{signer.click_token(1, 1)}")
+        assert (click.status_code, click.headers["retry-after"]) == (503, "5")
+        assert "try the link again" in click.text
+        health = client.get("/healthz")
+        assert (health.status_code, health.json()) == (
+            503,
+            {"status": "error", "database": "unreachable"},
+        )
