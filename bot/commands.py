@@ -1,0 +1,191 @@
+"""The `/beacon` command grammar (DESIGN §7): text in, a command dataclass out. Pure.
+
+Transport-neutral: Slack, `mailbeacon cmd` and tests all parse through `parse()`. A mistake
+raises CommandError with what was wrong and the usage line of the command.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+Mode = Literal["individual", "group"]
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True)
+class Templates:
+    pass
+
+
+@dataclass(frozen=True)
+class Preview:
+    template: str
+    to: str
+
+
+@dataclass(frozen=True)
+class Send:
+    template: str
+    audience: str
+    mode: Mode = "individual"
+    track_opens: bool | None = None  # None: the template's default
+    track_clicks: bool | None = None
+
+
+@dataclass(frozen=True)
+class Campaigns:
+    scope: Literal["mine", "all"] = "mine"
+
+
+Command = Help | Templates | Preview | Send | Campaigns
+
+USAGE = {
+    "help": "/beacon help",
+    "templates": "/beacon templates",
+    "preview": "/beacon preview <template> to <email>",
+    "send": (
+        "/beacon send <template> to <audience> [as individual|group] "
+        "[track opens,clicks|opens|clicks|none]"
+    ),
+    "campaigns": "/beacon campaigns [mine|all]",
+}
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+
+    def __str__(self) -> str:
+        return f"{self.message}\nusage: {self.usage}"
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str  # as typed, quotes included
+    start: int
+    end: int
+
+    @property
+    def word(self) -> str:
+        return self.text.lower()
+
+
+def _tokens(text: str) -> list[_Token]:
+    """Whitespace-separated words; a quoted stretch ("..." or '...') stays inside one word."""
+    tokens: list[_Token] = []
+    i = 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        start, quote = i, ""
+        while i < len(text) and (quote or not text[i].isspace()):
+            if quote and text[i] == "\\":
+                i += 1
+            elif text[i] == quote:
+                quote = ""
+            elif not quote and text[i] in "\"'":
+                quote = text[i]
+            i += 1
+        if quote:
+            raise CommandError(f"a quote ({quote}) is not closed", "")
+        tokens.append(_Token(text[start:i], start, i))
+    return tokens
+
+
+def parse(text: str) -> Command:
+    try:
+        tokens = _tokens(text)
+    except CommandError as exc:
+        raise CommandError(exc.message, _usage_list()) from None
+    if not tokens:
+        return Help()
+    name = tokens[0].word
+    parser = _PARSERS.get(name)
+    if parser is None:
+        close = difflib.get_close_matches(name, list(_PARSERS), n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise CommandError(f"`{tokens[0].text}` is not a command.{hint}", _usage_list())
+    return parser(text, tokens[1:])
+
+
+def _usage_list() -> str:
+    return "\n".join(USAGE.values())
+
+
+def _no_arguments(command: Command, name: str) -> Callable[[str, list[_Token]], Command]:
+    def parse_it(text: str, args: list[_Token]) -> Command:
+        if args:
+            raise CommandError(f"`{name}` takes nothing after it", USAGE[name])
+        return command
+
+    return parse_it
+
+
+def _preview(text: str, args: list[_Token]) -> Command:
+    if len(args) != 3 or args[1].word != "to":
+        raise CommandError("say which template and which email address", USAGE["preview"])
+    return Preview(template=args[0].text, to=args[2].text)
+
+
+def _send(text: str, args: list[_Token]) -> Command:
+    if len(args) < 3 or args[1].word != "to":
+        raise CommandError("say which template and to whom", USAGE["send"])
+    rest = args[2:]
+    mode: Mode = "individual"
+    opens: bool | None = None
+    clicks: bool | None = None
+    # Options come at the end; peel them off so the audience is everything in between.
+    while len(rest) >= 3 and rest[-2].word in ("as", "track"):
+        keyword, value = rest[-2].word, rest[-1].word
+        if keyword == "as":
+            if value not in ("individual", "group"):
+                raise CommandError(
+                    f"`as {rest[-1].text}`: send as `individual` or `group`", USAGE["send"]
+                )
+            mode = "individual" if value == "individual" else "group"
+        else:
+            opens, clicks = _tracking(rest[-1].text)
+        rest = rest[:-2]
+    if rest[-1].word in ("as", "track"):
+        raise CommandError(f"`{rest[-1].text}` needs a value after it", USAGE["send"])
+    audience = text[rest[0].start : rest[-1].end]
+    return Send(args[0].text, audience, mode, opens, clicks)
+
+
+def _tracking(value: str) -> tuple[bool, bool]:
+    parts = {part.strip().lower() for part in value.split(",")}
+    if parts == {"none"}:
+        return False, False
+    if not parts or not parts <= {"opens", "clicks"}:
+        raise CommandError(
+            f"`track {value}`: track `opens,clicks`, `opens`, `clicks` or `none`", USAGE["send"]
+        )
+    return "opens" in parts, "clicks" in parts
+
+
+def _campaigns(text: str, args: list[_Token]) -> Command:
+    if not args:
+        return Campaigns()
+    if len(args) == 1 and args[0].word in ("mine", "all"):
+        return Campaigns("mine" if args[0].word == "mine" else "all")
+    raise CommandError("list `mine` or `all` campaigns", USAGE["campaigns"])
+
+
+_PARSERS: dict[str, Callable[[str, list[_Token]], Command]] = {
+    "help": _no_arguments(Help(), "help"),
+    "templates": _no_arguments(Templates(), "templates"),
+    "preview": _preview,
+    "send": _send,
+    "campaigns": _campaigns,
+}
+assert set(_PARSERS) == set(USAGE)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+
+from bot.commands import (
+    USAGE,
+    Campaigns,
+    Command,
+    CommandError,
+    Help,
+    Preview,
+    Send,
+    Templates,
+    parse,
+)
+
+REGION = 'company.region = "West Coast" and company.products has "A"'
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("", Help()),
+        ("help", Help()),
+        ("  HELP ", Help()),
+        ("templates", Templates()),
+        ("preview outage to ann@acme.example", Preview("outage", "ann@acme.example")),
+        ("send outage to ann@acme.example", Send("outage", "ann@acme.example")),
+        (
+            "send outage to ann@acme.example, bob@acme.example as group",
+            Send("outage", "ann@acme.example, bob@acme.example", "group"),
+        ),
+        (f"send outage to {REGION}", Send("outage", REGION)),
+        (
+            f"send outage to {REGION} as individual track opens",
+            Send("outage", REGION, "individual", True, False),
+        ),
+        (
+            f"send outage to {REGION} track opens,clicks as group",
+            Send("outage", REGION, "group", True, True),
+        ),
+        (
+            "send outage to role = 'as group' track none",
+            Send("outage", "role = 'as group'", "individual", False, False),
+        ),
+        # An audience that merely contains the words is not cut short.
+        (
+            'send outage to role = "track" or name = "as"',
+            Send("outage", 'role = "track" or name = "as"'),
+        ),
+        ("campaigns", Campaigns("mine")),
+        ("campaigns all", Campaigns("all")),
+    ],
+)
+def test_commands_parse(text: str, command: Command) -> None:
+    assert parse(text) == command
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "usage"),
+    [
+        ("sned outage to a@b.example", "`sned` is not a command. Did you mean `send`?", None),
+        ("frobnicate", "`frobnicate` is not a command.", None),
+        ("help me", "`help` takes nothing after it", "help"),
+        ("preview outage", "say which template and which email address", "preview"),
+        ("preview outage for a@b.example", "say which template and which email address", "preview"),
+        ("send outage", "say which template and to whom", "send"),
+        ("send outage to a@b.example as team", "send as `individual` or `group`", "send"),
+        ("send outage to a@b.example track everything", "track `opens,clicks`, `opens`", "send"),
+        ("send outage to a@b.example track", "`track` needs a value after it", "send"),
+        ('send outage to name = "Ann', 'a quote (") is not closed', None),
+        ("campaigns yours", "list `mine` or `all` campaigns", "campaigns"),
+    ],
+)
+def test_mistakes_say_what_was_wrong_and_show_the_usage(
+    text: str, message: str, usage: str | None
+) -> None:
+    with pytest.raises(CommandError) as raised:
+        parse(text)
+    assert message in raised.value.message
+    if usage is None:  # not even a command: every usage line
+        assert all(line in raised.value.usage for line in USAGE.values())
+    else:
+        assert raised.value.usage == USAGE[usage]
+    assert str(raised.value).endswith(raised.value.usage)
