@@ -22,7 +22,7 @@ from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from mailbeacon.settings import Settings, load_settings, with_generated_keys
 from outreach.emails import Draft, create_email, mark_sent
 from outreach.importer import import_file
-from outreach.maildir import build_message, deliver
+from outreach.maildir import MaildirMailbox, build_message
 from outreach.templates import html_to_text, load_template
 from store.clock import utcnow
 from store.engine import make_engine
@@ -79,7 +79,7 @@ def run_demo(out: Callable[[str], None] = print) -> int:
             report = import_file(engine, EXAMPLES / name)
             out("   " + report.summary().replace("\n", "\n   "))
         sent = _send(engine, settings, Path(folder) / "Maildir")
-        out(f"\n2. Sent '{TEMPLATE.name}' to {len(sent)} endusers, written to {folder}/Maildir")
+        out(f"\n2. Sent '{TEMPLATE.name}' to {len(sent)} endusers: see {folder}/Maildir/.Sent")
         config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
         with running_in_thread(config):
             out(f"\n3. Tracking server on {settings.tracking.base_url}; playing the recipients")
@@ -97,6 +97,7 @@ def _send(engine: Engine, settings: Settings, maildir: Path) -> list[Sent]:
     signer = TokenSigner(settings.tracking.signing_keys)
     base = settings.tracking.base_url
     sender = {"name": "Alex from Support", "email": SENDER}
+    mailbox = MaildirMailbox(maildir, SENDER)
     sent: list[Sent] = []
     with engine.begin() as connection:
         sender_id = connection.execute(
@@ -140,7 +141,7 @@ def _send(engine: Engine, settings: Settings, maildir: Path) -> list[Sent]:
                 html=instrumented.html,
                 text=instrumented.text,
             )
-            deliver(maildir, message)
+            mailbox.send(message)
             mark_sent(connection, email_id, message_id=message["Message-ID"], sent_at=utcnow())
             sent.append(
                 Sent(

@@ -191,6 +191,8 @@ emails = Table(
     Column("status", String(16), nullable=False, server_default="planned"),
     Column("error", Text),
     Column("idempotency_key", String(200), nullable=False, unique=True),
+    # The whole message as planned: a restart sends exactly this, never a re-render.
+    Column("mime", LargeBinary),
     Column("sent_at", UTCDateTime()),
     CheckConstraint("status IN ('planned', 'sending', 'sent', 'failed')", name="status"),
     _created(),

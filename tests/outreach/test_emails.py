@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from outreach.emails import Draft, create_email, mark_sent
-from outreach.maildir import build_message, deliver
+from outreach.maildir import MaildirMailbox, build_message
 from store.clock import utcnow
 from store.schema import emails, endusers, engagements, links
 from tracking.instrument import TrackingFlags
@@ -83,18 +83,24 @@ def test_without_tracking_the_rates_are_null_but_replies_are_tracked(engine: Eng
     assert body.html == HTML and body.links == []
 
 
-def test_the_maildir_holds_a_readable_multipart_message(tmp_path: Path) -> None:
+def test_the_maildir_mailbox_keeps_sent_mail_readable_and_findable(tmp_path: Path) -> None:
+    box = MaildirMailbox(tmp_path / "Maildir", "me@us.example")
     message = build_message(
         sender="me@us.example",
         to=["a@c.example", "b@c.example"],
         subject="Hi ✓",
         html="<p>hé</p>",
         text="hé",
+        in_reply_to="<first@us.example>",
     )
-    key = deliver(tmp_path / "Maildir", message)
-    stored = mailbox.Maildir(tmp_path / "Maildir")[key]
+    delivered = box.send(message)
+    assert delivered.message_id == message["Message-ID"]
+    assert delivered.message_id.endswith("@us.example>")
+    stored = mailbox.Maildir(tmp_path / "Maildir").get_folder("Sent")[delivered.provider_message_id]
     parsed: Message = email.message_from_bytes(bytes(stored))
     assert parsed["To"] == "a@c.example, b@c.example"
-    assert parsed["Message-ID"].endswith("@us.example>")
+    assert (parsed["In-Reply-To"], parsed["References"]) == ("<first@us.example>",) * 2
     kinds = [part.get_content_type() for part in parsed.walk()]
     assert kinds == ["multipart/alternative", "text/plain", "text/html"]
+    assert box.find_sent(delivered.message_id) == delivered
+    assert box.find_sent("<never-sent@us.example>") is None

@@ -320,6 +320,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), server_default="planned", nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("idempotency_key", sa.String(length=200), nullable=False),
+        sa.Column("mime", sa.LargeBinary(), nullable=True),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "created_at",
