@@ -1,12 +1,35 @@
-"""Email templates as files: a YAML front matter (subject, description, track) over a body."""
+"""Email templates: files with YAML front matter over a Jinja2 body, rendered in a sandbox.
+
+Reading, checking and rendering are pure; `sync_templates` stores the files of a folder as
+versions in the `templates` table, and `latest_template` / `list_templates` read them back.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any, Literal, NamedTuple
 
 import yaml
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+from sqlalchemy import Connection, Engine, Row, RowMapping, func, select
+
+from store.clock import utcnow
+from store.schema import templates
+
+# --- Files -----------------------------------------------------------------------------------
 
 
 class TemplateFileError(Exception):
@@ -25,7 +48,11 @@ class TemplateFile:
 
 
 def load_template(path: Path) -> TemplateFile:
-    text = path.read_text(encoding="utf-8")
+    return parse_template(path, _decode(path, path.read_bytes()))
+
+
+def parse_template(path: Path, text: str) -> TemplateFile:
+    """The template in `text`, read from `path` (whose name gives the key and the format)."""
     if not text.startswith("---\n"):
         raise TemplateFileError(f"{path}: no front matter (start the file with a line '---')")
     header, separator, body = text[4:].partition("\n---\n")
@@ -47,6 +74,20 @@ def load_template(path: Path) -> TemplateFile:
         track_opens=bool(track.get("opens", True)),
         track_clicks=bool(track.get("clicks", True)),
     )
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TemplateFileError(
+            f"{path}: not UTF-8 text (bad byte at offset {exc.start}): save it as UTF-8"
+        ) from None
+    # Any line ending becomes "\n", as Path.read_text() does, so Windows files work too.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# --- Plain text ------------------------------------------------------------------------------
 
 
 class _TextExtractor(HTMLParser):
@@ -95,3 +136,406 @@ def html_to_text(html: str) -> str:
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
     return text.strip() + "\n"
+
+
+# --- Rendering -------------------------------------------------------------------------------
+
+CONTEXT_NAMES = ("enduser", "company", "sender", "campaign")
+Part = Literal["subject", "body"]
+
+
+class RenderError(Exception):
+    """A template that cannot be rendered: the message names it, where, why, and for whom."""
+
+    def __init__(
+        self, key: str, part: Part, line: int | None, problem: str, recipient: str | None = None
+    ) -> None:
+        self.key, self.part, self.line, self.problem = key, part, line, problem
+        self.recipient = recipient
+        message = f"template {key!r}, {self.where}: {problem}"
+        if recipient is not None:
+            message += f" (rendering for {recipient})"
+        super().__init__(message)
+
+    @property
+    def where(self) -> str:
+        """`body line 4`, or the part alone when there is no line to name."""
+        return f"body line {self.line}" if self.part == "body" and self.line else self.part
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+
+
+class _Data(dict[str, Any]):
+    """A mapping of the render context that knows its place (`company`, `enduser.address`)."""
+
+    __slots__ = ("_path",)  # underscored, so the sandbox keeps templates from reading it
+    _path: str
+
+
+class _List(list[Any]):
+    __slots__ = ("_path",)
+    _path: str
+
+
+def _child(path: str, name: Any) -> str:
+    return (
+        f"{path}.{name}" if isinstance(name, str) and name.isidentifier() else f"{path}[{name!r}]"
+    )
+
+
+def _data(value: Any, path: str) -> Any:
+    """`value` with every mapping and list in it knowing its path, for error messages."""
+    if isinstance(value, Mapping):
+        mapping = _Data({key: _data(item, _child(path, key)) for key, item in value.items()})
+        mapping._path = path
+        return mapping
+    if isinstance(value, list | tuple):
+        items = _List(_data(item, f"{path}[{index}]") for index, item in enumerate(value))
+        items._path = path
+        return items
+    return value
+
+
+class _Undefined(StrictUndefined):
+    """StrictUndefined that names what is missing as the data calls it: `company.plan`."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        name, obj = self._undefined_name, self._undefined_obj
+        path = _child(obj._path, name) if isinstance(obj, _Data | _List) else None
+        if self._undefined_exception is SecurityError:
+            return f"access to {path} is unsafe" if path else str(self._undefined_hint)
+        if self._undefined_hint:
+            return self._undefined_hint
+        if obj is missing:
+            return f"{name} is not defined"
+        return f"{path} is not defined" if path else super()._undefined_message
+
+
+class _MarkdownSource(str):
+    """Markdown the template itself made (a macro, a `{% set %}` block): not escaped again."""
+
+    __slots__ = ()
+
+
+class _MarkdownEnvironment(ImmutableSandboxedEnvironment):
+    # Jinja joins the output of macros and blocks with `environment.concat`.
+    @staticmethod
+    def concat(parts: Iterable[str]) -> str:
+        return _MarkdownSource("".join(parts))
+
+
+# Every ASCII punctuation character can be backslash-escaped in CommonMark, and only those.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def escape_markdown(value: str) -> str:
+    """Markdown that renders as exactly `value`: punctuation escaped, whitespace runs collapsed.
+
+    Collapsing changes nothing HTML shows, and a value can then neither end a paragraph nor
+    start an indented code block; `<` is escaped too, so no autolink, and markdown-it writes it
+    as `&lt;`.
+    """
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", _WHITESPACE.sub(" ", value))
+
+
+def _markdown_literal(value: Any) -> Any:
+    """Jinja's finalize for Markdown bodies: an interpolated value is text, never Markdown."""
+    if isinstance(value, Markup | _MarkdownSource):  # `|safe`, or the template's own output
+        return value
+    return escape_markdown(str(value))
+
+
+# Block tags on a line of their own leave no blank line behind: in Markdown that would end a
+# paragraph or a list.
+_OPTIONS: dict[str, Any] = {"undefined": _Undefined, "trim_blocks": True, "lstrip_blocks": True}
+_HTML = ImmutableSandboxedEnvironment(autoescape=True, **_OPTIONS)
+_PLAIN = ImmutableSandboxedEnvironment(autoescape=False, **_OPTIONS)
+_MARKDOWN = _MarkdownEnvironment(autoescape=False, finalize=_markdown_literal, **_OPTIONS)
+_MARKDOWN_IT = MarkdownIt("commonmark", {"html": False})  # raw HTML in Markdown is escaped
+_TEMPLATE_FILENAME = "<template>"  # what Jinja's rewritten tracebacks call a template's code
+# What a template can raise while rendering: its own mistakes, not bugs of ours.
+_RENDER_ERRORS = (
+    TemplateError,
+    ArithmeticError,
+    LookupError,
+    TypeError,
+    ValueError,
+    RecursionError,
+)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    template: TemplateFile
+    subject: Template
+    body: Template
+    text: Template | None  # Markdown: the body without Markdown escapes, as the plain-text part
+
+
+def check(template: TemplateFile) -> None:
+    """Raises RenderError for a syntax error or an unknown name, before anything is rendered."""
+    _compile(template)
+
+
+@lru_cache(maxsize=64)
+def _compile(template: TemplateFile) -> _Compiled:
+    if template.format not in ("html", "markdown"):
+        raise ValueError(f"template {template.key!r}: unknown format {template.format!r}")
+    markdown = template.format == "markdown"
+    return _Compiled(
+        template=template,
+        subject=_compile_part(template, "subject", _PLAIN),
+        body=_compile_part(template, "body", _MARKDOWN if markdown else _HTML),
+        text=_compile_part(template, "body", _PLAIN) if markdown else None,
+    )
+
+
+def _compile_part(
+    template: TemplateFile, part: Part, environment: ImmutableSandboxedEnvironment
+) -> Template:
+    source = template.subject if part == "subject" else template.body
+    try:
+        tree = environment.parse(source)
+        compiled = environment.from_string(tree)
+    except TemplateSyntaxError as exc:
+        problem = f"syntax error: {exc.message or exc}"
+        raise RenderError(template.key, part, exc.lineno, problem) from exc
+    known = {*CONTEXT_NAMES, *environment.globals}
+    unknown = meta.find_undeclared_variables(tree) - known
+    if unknown:
+        uses = [n for n in tree.find_all(nodes.Name) if n.ctx == "load" and n.name in unknown]
+        first = min(uses, key=lambda n: n.lineno)
+        problem = (
+            f"unknown name {first.name!r}: a template can use "
+            f"{', '.join(CONTEXT_NAMES[:-1])} and {CONTEXT_NAMES[-1]}"
+        )
+        raise RenderError(template.key, part, first.lineno, problem)
+    return compiled
+
+
+def render(template: TemplateFile, context: Mapping[str, Any]) -> Rendered:
+    return _render(_compile(template), context, recipient=None)
+
+
+def render_all(
+    template: TemplateFile, recipients: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[Rendered]:
+    """Every recipient's email, or the first error, naming the recipient (their email)."""
+    compiled = _compile(template)
+    return [_render(compiled, context, recipient) for recipient, context in recipients]
+
+
+_EMPTY: Mapping[str, Any] = {name: {} for name in CONTEXT_NAMES}
+
+
+def _render(compiled: _Compiled, context: Mapping[str, Any], recipient: str | None) -> Rendered:
+    # A name left out is an empty mapping, so `company.name` says what is missing.
+    data = {name: _data(value, name) for name, value in {**_EMPTY, **context}.items()}
+    subject = " ".join(_run(compiled, "subject", compiled.subject, data, recipient).split())
+    body = _run(compiled, "body", compiled.body, data, recipient)
+    if compiled.text is None:
+        return Rendered(subject, body, html_to_text(body))
+    html = f"<!doctype html>\n<html><body>\n{_MARKDOWN_IT.render(body)}</body></html>\n"
+    text = _run(compiled, "body", compiled.text, data, recipient)
+    return Rendered(subject, html, text.lstrip("\n").rstrip() + "\n")
+
+
+def _run(
+    compiled: _Compiled,
+    part: Part,
+    template: Template,
+    data: Mapping[str, Any],
+    recipient: str | None,
+) -> str:
+    try:
+        return str(template.render(data))
+    except _RENDER_ERRORS as exc:
+        key = compiled.template.key
+        raise RenderError(key, part, _template_line(exc), _problem(exc), recipient) from exc
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line of the innermost template frame (Jinja rewrites the traceback)."""
+    line, frame = None, exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename == _TEMPLATE_FILENAME:
+            line = frame.tb_lineno
+        frame = frame.tb_next
+    return line
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, SecurityError):
+        return f"refused, the template tried something unsafe: {str(exc).rstrip('.')}"
+    if isinstance(exc, TemplateError):
+        return exc.message or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --- The store -------------------------------------------------------------------------------
+
+TEMPLATE_SUFFIXES = frozenset({".md", ".markdown", ".html", ".htm"})
+MAX_KEY = 100  # templates.key is String(100)
+_KEY = re.compile(r"\w[\w.-]*")  # a word in a slash command: `/beacon send <key> to …`
+
+
+class StoredTemplate(NamedTuple):
+    id: int
+    version: int
+    template: TemplateFile
+
+
+@dataclass(frozen=True)
+class BadFile:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FoundTemplate:
+    name: str  # the file name
+    template: TemplateFile
+    checksum: str  # sha256 of the file's bytes
+
+
+@dataclass
+class SyncReport:
+    new: list[str] = field(default_factory=list)
+    changed: list[tuple[str, int]] = field(default_factory=list)  # (key, its new version)
+    unchanged: list[str] = field(default_factory=list)
+    bad_files: list[BadFile] = field(default_factory=list)
+
+    def summary(self) -> str:
+        bad = len(self.bad_files)
+        changed = [f"{key} v{version}" for key, version in self.changed]
+        lines = [
+            f"templates: {_counted('new', self.new)}, {_counted('changed', changed)}, "
+            f"{len(self.unchanged)} unchanged, {bad} bad {'file' if bad == 1 else 'files'} skipped"
+        ]
+        lines += [f"{file.name}: {file.reason}" for file in self.bad_files]
+        return "\n".join(lines)
+
+
+def _counted(label: str, names: Sequence[str]) -> str:
+    return f"{len(names)} {label}" + (f" ({', '.join(names)})" if names else "")
+
+
+def read_folder(folder: Path) -> tuple[list[FoundTemplate], list[BadFile]]:
+    """The usable template files in `folder` (checked), and the others with the reason."""
+    if not folder.is_dir():
+        raise TemplateFileError(f"{folder}: no such folder")
+    paths = sorted(
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() in TEMPLATE_SUFFIXES
+        and not path.name.startswith(".")  # editor and macOS litter
+        and path.is_file()
+    )
+    found: list[FoundTemplate] = []
+    bad: list[BadFile] = []
+    for path in paths:
+        data = path.read_bytes()
+        try:
+            template = parse_template(path, _decode(path, data))
+            if not _KEY.fullmatch(template.key) or len(template.key) > MAX_KEY:
+                raise TemplateFileError(
+                    f"{path}: the file name gives the key {template.key!r}; rename the file: "
+                    f"letters, digits, '-', '_' and '.', at most {MAX_KEY} characters"
+                )
+            check(template)
+        except TemplateFileError as exc:
+            bad.append(BadFile(path.name, str(exc).removeprefix(f"{path}: ")))
+        except RenderError as exc:
+            bad.append(BadFile(path.name, f"{exc.where}: {exc.problem}"))
+        else:
+            found.append(FoundTemplate(path.name, template, hashlib.sha256(data).hexdigest()))
+    by_key: dict[str, list[FoundTemplate]] = {}
+    for item in found:
+        by_key.setdefault(item.template.key, []).append(item)
+    for key, same in by_key.items():
+        if len(same) > 1:
+            names = ", ".join(item.name for item in same)
+            reason = f"{names} give the same key {key!r}: keep one of them"
+            bad += [BadFile(item.name, reason) for item in same]
+    bad_names = {file.name for file in bad}
+    return [f for f in found if f.name not in bad_names], sorted(bad, key=lambda f: f.name)
+
+
+def plan_sync(
+    found: Sequence[FoundTemplate], newest: Mapping[str, tuple[int, str]]
+) -> tuple[SyncReport, list[tuple[FoundTemplate, int]]]:
+    """The report and the (template, version) rows to store.
+
+    `newest`: the stored newest version and checksum of each key.
+    """
+    report = SyncReport()
+    rows: list[tuple[FoundTemplate, int]] = []
+    for item in found:
+        key = item.template.key
+        if key not in newest:
+            report.new.append(key)
+            rows.append((item, 1))
+        elif newest[key][1] == item.checksum:
+            report.unchanged.append(key)
+        else:
+            version = newest[key][0] + 1
+            report.changed.append((key, version))
+            rows.append((item, version))
+    return report, rows
+
+
+def sync_templates(engine: Engine, folder: Path, now: datetime | None = None) -> SyncReport:
+    found, bad = read_folder(folder)
+    now = now or utcnow()
+    with engine.begin() as connection:
+        newest = {row.key: (row.version, row.checksum) for row in _newest_rows(connection)}
+        report, rows = plan_sync(found, newest)
+        if rows:
+            connection.execute(
+                templates.insert(),
+                [
+                    {
+                        **dataclasses.asdict(item.template),
+                        "version": version,
+                        "checksum": item.checksum,
+                        "created_at": now,
+                    }
+                    for item, version in rows
+                ],
+            )
+    report.bad_files = bad
+    return report
+
+
+def latest_template(connection: Connection, key: str) -> StoredTemplate | None:
+    query = select(templates).where(templates.c.key == key)
+    row = connection.execute(query.order_by(templates.c.version.desc()).limit(1)).first()
+    return None if row is None else _stored(row._mapping)
+
+
+def list_templates(connection: Connection) -> list[StoredTemplate]:
+    """The newest version of each template, by key."""
+    return [_stored(row._mapping) for row in _newest_rows(connection)]
+
+
+def _newest_rows(connection: Connection) -> Sequence[Row[Any]]:
+    t = templates.c
+    newest = select(t.key, func.max(t.version).label("version")).group_by(t.key).subquery()
+    query = select(templates).join(
+        newest, (t.key == newest.c.key) & (t.version == newest.c.version)
+    )
+    return connection.execute(query.order_by(t.key)).all()
+
+
+def _stored(row: RowMapping) -> StoredTemplate:
+    fields = {f.name: row[f.name] for f in dataclasses.fields(TemplateFile)}
+    return StoredTemplate(row["id"], row["version"], TemplateFile(**fields))
