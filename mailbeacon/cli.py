@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="migrate the database to the newest schema")
 
+    cmd = commands.add_parser("cmd", help='run a /beacon command: mailbeacon cmd "help" --as you@…')
+    cmd.add_argument("text", help="what you would type after /beacon")
+    cmd.add_argument("--as", dest="who", required=True, metavar="EMAIL", help="an internal user")
+    cmd.add_argument("--yes", action="store_true", help="confirm (a send goes out)")
+    cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    template_cmd = commands.add_parser("templates", help="template files")
+    template_actions = template_cmd.add_subparsers(dest="templates_command", required=True)
+    template_actions.add_parser("sync", help="store new and changed template files as versions")
+
     importer = commands.add_parser("import", help="import companies or endusers (CSV or JSON)")
     importer.add_argument("file", type=Path)
     importer.add_argument("--kind", choices=["companies", "endusers"], help="default: from name")
@@ -109,6 +119,21 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"mailbeacon: import: {exc}", file=sys.stderr)
             return 1
         print(report.summary())
+        return 0
+    if args.command == "cmd":
+        from mailbeacon.cmd import run_cmd
+
+        upgrade(engine)
+        return run_cmd(settings, engine, args.text, args.who, args.yes, args.json)
+    if args.command == "templates":
+        from outreach.templates import TemplateFileError, sync_templates
+
+        upgrade(engine)
+        try:
+            print(sync_templates(engine, Path(settings.outreach.templates_dir)).summary())
+        except TemplateFileError as exc:
+            print(f"mailbeacon: templates: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "status":
         return _status(settings, engine)

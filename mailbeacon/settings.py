@@ -22,6 +22,8 @@ from typing import Any, Literal
 import yaml
 from cryptography.fernet import Fernet
 
+from bot.users import UserSettings
+from outreach.settings import OutreachSettings
 from store.engine import DatabaseSettings
 from tracking.settings import TrackingSettings
 
@@ -41,15 +43,6 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
-class UserSettings:
-    email: str
-    name: str = ""
-    role: Literal["member", "admin"] = "member"
-    timezone: str = "UTC"
-    slack_user_id: str = ""
-
-
-@dataclass(frozen=True)
 class SecretsSettings:
     # Fernet keys for credentials at rest; the first encrypts, all decrypt.
     # Empty: one is generated into the data folder.
@@ -66,6 +59,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    outreach: OutreachSettings = field(default_factory=OutreachSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
 
     @property
@@ -216,11 +210,18 @@ def _complete(settings: Settings, base: Path) -> Settings:
         raise _expected("tracking.base_url", tracking.base_url, "an http:// or https:// URL")
     if not 1 <= tracking.batch_max_rows <= 10_000:
         raise _expected("tracking.batch_max_rows", tracking.batch_max_rows, "1 to 10000")
+    outreach = settings.outreach
+    outreach = dataclasses.replace(
+        outreach,
+        templates_dir=str(base / outreach.templates_dir),
+        maildir=str(base / outreach.maildir) if outreach.maildir else str(data / "Maildir"),
+    )
     return dataclasses.replace(
         settings,
         data_dir=str(data),
         database=database,
         tracking=tracking,
+        outreach=outreach,
     )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,44 @@ def test_an_unreachable_database_is_one_clear_line(
     err = capsys.readouterr().err
     assert err.startswith("mailbeacon: cannot use the database: ")
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cmd_runs_what_slash_beacon_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILBEACON__DATA_DIR", str(tmp_path))
+    me = ["--as", "you@yourcompany.example"]  # the shipped config's user
+    assert main(["import", str(EXAMPLES / "companies.csv")]) == 0
+    assert main(["import", str(EXAMPLES / "endusers.csv")]) == 0
+    capsys.readouterr()
+    assert main(["cmd", "templates", *me, "--json"]) == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["ok"] and [t["key"] for t in reply["data"]["templates"]][1] == "outage"
+    audience = 'company.region = "EMEA"'
+    assert main(["cmd", f"send webinar to {audience}", *me]) == 0
+    assert "Confirm to send (on the command line: --yes)." in capsys.readouterr().out
+    assert not (tmp_path / "Maildir").exists()
+    assert main(["cmd", f"send webinar to {audience}", *me, "--yes"]) == 0
+    assert "sent 4 of 4 emails" in capsys.readouterr().out  # EMEA: Northwind and Umbrella
+    assert len(list((tmp_path / "Maildir" / ".Sent" / "new").iterdir())) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cmd", "sned", "--as", "you@yourcompany.example"], "`sned` is not a command"),
+        (["cmd", "help", "--as", "who@else.example"], "who@else.example is not an internal user"),
+        (["cmd", "send outage to role =", "--as", "you@yourcompany.example"], "in the audience"),
+    ],
+)
+def test_cmd_mistakes_are_clear_and_exit_1(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
+    monkeypatch.setenv("MAILBEACON__DATA_DIR", str(tmp_path))
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,0 +1,24 @@
+"""Who may do what: one guard, consulted before a command runs. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.commands import Campaigns, Command
+
+
+class Forbidden(Exception):
+    """The user may not do this; the message says who may."""
+
+
+def check_command(command: Command, user: Any) -> None:
+    if isinstance(command, Campaigns) and command.scope == "all" and user.role != "admin":
+        raise Forbidden("only an admin may list everyone's campaigns: try `/beacon campaigns`")
+
+
+def check_send_size(user: Any, recipients: int, threshold: int) -> None:
+    if recipients > threshold and user.role != "admin":
+        raise Forbidden(
+            f"sending to {recipients} endusers needs an admin (members may send to at most "
+            f"{threshold}): narrow the audience or ask an admin"
+        )

@@ -1,0 +1,42 @@
+"""Internal users: who may run commands, and whose mailbox a send goes out from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Connection, func, select, update
+
+from store.schema import users
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    email: str
+    name: str = ""
+    role: Literal["member", "admin"] = "member"
+    timezone: str = "UTC"
+    slack_user_id: str = ""
+
+
+def sync_config_users(connection: Connection, configured: Sequence[UserSettings]) -> None:
+    """Users listed in config exist with the name, role and timezone given there."""
+    for user in configured:
+        values = {
+            "name": user.name,
+            "role": user.role,
+            "timezone": user.timezone,
+            "slack_user_id": user.slack_user_id or None,
+        }
+        email = user.email.strip().lower()
+        changed = connection.execute(
+            update(users).where(func.lower(users.c.email) == email).values(values)
+        ).rowcount
+        if not changed:
+            connection.execute(users.insert().values(email=email, **values))
+
+
+def find_user(connection: Connection, email: str) -> Any:
+    query = select(users).where(func.lower(users.c.email) == email.strip().lower())
+    return connection.execute(query).first()

@@ -1,0 +1,83 @@
+"""`mailbeacon cmd "<text>" --as <email>`: exactly what `/beacon <text>` runs, as text or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from bot.commands import CommandError, parse
+from bot.handlers import CommandFailed, Context, execute
+from bot.users import find_user, sync_config_users
+from mailbeacon.settings import Settings
+from outreach.mailbox import Mailbox
+from outreach.maildir import MaildirMailbox
+from outreach.templates import sync_templates
+from tracking.tokens import TokenSigner
+
+
+def prepare(settings: Settings, engine: Engine) -> None:
+    """What `serve` and `cmd` do at start: users from config, templates from their folder."""
+    with engine.begin() as connection:
+        sync_config_users(connection, settings.users)
+    report = sync_templates(engine, Path(settings.outreach.templates_dir))
+    for bad in report.bad_files:
+        print(f"mailbeacon: template {bad.name} skipped: {bad.reason}", file=sys.stderr)
+
+
+def run_cmd(
+    settings: Settings, engine: Engine, text: str, who: str, yes: bool, as_json: bool
+) -> int:
+    prepare(settings, engine)
+    with engine.connect() as connection:
+        user = find_user(connection, who)
+    if user is None:
+        return _fail(
+            f"{who} is not an internal user: add it under `users:` in the config file", as_json
+        )
+    try:
+        command = parse(text)
+    except CommandError as exc:
+        return _fail(str(exc), as_json)
+
+    def mailbox_for(sender: Any) -> Mailbox:
+        return MaildirMailbox(Path(settings.outreach.maildir), sender.email)
+
+    context = Context(
+        engine=engine,
+        user=user,
+        tracking=settings.tracking,
+        signer=TokenSigner(settings.tracking.signing_keys),
+        admin_send_threshold=settings.outreach.admin_send_threshold,
+        mailbox_for=mailbox_for,
+    )
+    try:
+        reply = execute(command, context, confirmed=yes)
+    except CommandFailed as exc:
+        return _fail(str(exc), as_json)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "text": reply.text,
+                    "data": reply.data,
+                    "needs_confirmation": reply.needs_confirmation,
+                },
+                default=str,
+            )
+        )
+    else:
+        print(reply.text)
+    return 0
+
+
+def _fail(message: str, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"ok": False, "error": message}))
+    else:
+        print(f"mailbeacon: {message}", file=sys.stderr)
+    return 1

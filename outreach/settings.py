@@ -1,0 +1,15 @@
+"""What the outreach package needs to know, filled in from config by mailbeacon.settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OutreachSettings:
+    # Template files (Markdown or HTML with a YAML front matter), loaded at start.
+    templates_dir: str = "examples/templates"
+    # The embedded default mailbox: sent mail goes to <maildir>/.Sent. Empty: <data_dir>/Maildir.
+    maildir: str = ""
+    # A send-out to more endusers than this needs an admin.
+    admin_send_threshold: int = 200

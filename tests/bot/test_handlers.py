@@ -1,0 +1,183 @@
+"""Commands run against a real store and a real Maildir, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import mailbox
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from bot.commands import parse
+from bot.handlers import CommandFailed, Context, Reply, execute
+from bot.users import UserSettings, find_user, sync_config_users
+from outreach.importer import import_file
+from outreach.mailbox import Mailbox
+from outreach.maildir import MaildirMailbox
+from outreach.templates import sync_templates
+from store.schema import campaigns, emails, endusers, engagements
+from tracking.settings import TrackingSettings
+from tracking.tokens import TokenSigner
+
+ROOT = Path(__file__).resolve().parents[2]
+WEST_ADMINS = 'company.region = "West Coast" and role = "admin"'
+
+
+@pytest.fixture
+def store(engine: Engine, tmp_path: Path) -> Engine:
+    for name in ("companies.csv", "endusers.csv"):
+        import_file(engine, ROOT / "examples" / name)
+    sync_templates(engine, ROOT / "examples" / "templates")
+    with engine.begin() as connection:
+        sync_config_users(
+            connection,
+            [
+                UserSettings("boss@us.example", "Boss", role="admin"),
+                UserSettings("member@us.example", "Mia Member"),
+            ],
+        )
+    return engine
+
+
+def run(
+    store: Engine,
+    tmp_path: Path,
+    text: str,
+    who: str = "boss@us.example",
+    *,
+    yes: bool = False,
+    threshold: int = 200,
+) -> Reply:
+    with store.connect() as connection:
+        user = find_user(connection, who)
+
+    def mailbox_for(sender: Any) -> Mailbox:
+        return MaildirMailbox(tmp_path / "Maildir", sender.email)
+
+    context = Context(
+        store,
+        user,
+        TrackingSettings(base_url="https://t.example"),
+        TokenSigner(["k" * 32]),
+        threshold,
+        mailbox_for,
+    )
+    return execute(parse(text), context, confirmed=yes)
+
+
+def sent(tmp_path: Path) -> list[Any]:
+    root = tmp_path / "Maildir"
+    if not root.exists():
+        return []
+    return list(mailbox.Maildir(root).get_folder("Sent"))
+
+
+def test_help_and_templates(store: Engine, tmp_path: Path) -> None:
+    assert "/beacon send <template> to <audience>" in run(store, tmp_path, "help").text
+    reply = run(store, tmp_path, "templates")
+    assert [t["key"] for t in reply.data["templates"]] == ["invoice-reminder", "outage", "webinar"]
+    assert "outage (v1): Tell affected customers" in reply.text
+
+
+def test_preview_renders_for_that_enduser_and_stores_nothing(store: Engine, tmp_path: Path) -> None:
+    reply = run(store, tmp_path, "preview outage to lee.chen@acme-logistics.example")
+    assert reply.data["subject"] == "Service incident on Acme Logistics's account: what happened"
+    assert "Hi Lee Chen," in reply.text
+    run(store, tmp_path, "preview outage to new.person@acme-logistics.example")
+    with store.connect() as connection:
+        assert (
+            connection.execute(
+                select(endusers).where(endusers.c.email == "new.person@acme-logistics.example")
+            ).first()
+            is None
+        )
+
+
+def test_send_previews_first_and_sends_only_when_confirmed(store: Engine, tmp_path: Path) -> None:
+    preview = run(store, tmp_path, f"send outage to {WEST_ADMINS}")
+    assert preview.needs_confirmation
+    assert preview.data["recipients"] == [
+        "sam.okafor@acme-logistics.example",
+        "olivia.hart@globex.example",
+    ]
+    assert "First email, to sam.okafor@acme-logistics.example" in preview.text
+    assert sent(tmp_path) == []
+    with store.connect() as connection:
+        assert connection.execute(select(campaigns)).first() is None
+
+    done = run(store, tmp_path, f"send outage to {WEST_ADMINS} track clicks", yes=True)
+    assert done.data["sent"] == 2 and not done.needs_confirmation
+    messages = sent(tmp_path)
+    assert sorted(m["To"] for m in messages) == sorted(preview.data["recipients"])
+    assert all(b"/t/o/" not in m.as_bytes() for m in messages)  # opens not tracked this time
+    with store.connect() as connection:
+        rows = connection.execute(select(engagements)).all()
+    assert {(r.open_rate, r.click_rate) for r in rows} == {(None, 0)}
+
+
+def test_a_group_email_goes_once_to_everyone_and_counts_for_the_first(
+    store: Engine, tmp_path: Path
+) -> None:
+    run(store, tmp_path, f"send outage to {WEST_ADMINS} as group", yes=True)
+    [message] = sent(tmp_path)
+    assert message["To"] == "sam.okafor@acme-logistics.example, olivia.hart@globex.example"
+    with store.connect() as connection:
+        email = connection.execute(select(emails)).one()
+        sam = connection.execute(
+            select(endusers.c.id).where(endusers.c.email == "sam.okafor@acme-logistics.example")
+        ).scalar_one()
+    assert email.enduser_id == sam
+
+
+def test_a_template_error_for_one_recipient_sends_nothing(store: Engine, tmp_path: Path) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "seats.md").write_text(
+        "---\nsubject: Your seats\n---\n"
+        "Hi {{ enduser.name }},\n\nyou have {{ enduser.seats }} seats.\n"
+    )
+    sync_templates(store, folder)
+    # Olivia has seats on record, Sam has none.
+    with pytest.raises(CommandFailed, match=r"line 3: enduser\.seats is not defined") as raised:
+        run(store, tmp_path, f"send seats to {WEST_ADMINS}", yes=True)
+    assert "rendering for sam.okafor@acme-logistics.example" in str(raised.value)
+    assert sent(tmp_path) == []
+    with store.connect() as connection:
+        assert connection.execute(select(emails)).first() is None
+        assert connection.execute(select(campaigns)).first() is None
+
+
+@pytest.mark.parametrize(
+    ("text", "who", "message"),
+    [
+        (
+            "send nope to dana.reyes@acme-logistics.example",
+            "boss@us.example",
+            "there is no template `nope`",
+        ),
+        ("send outage to role = ", "boss@us.example", "expected a value after '='"),
+        ('send outage to role = "astronaut"', "boss@us.example", "nobody matches"),
+        ("campaigns all", "member@us.example", "only an admin may list everyone's campaigns"),
+        ('send outage to company.region = "West Coast"', "member@us.example", "needs an admin"),
+    ],
+)
+def test_what_cannot_be_done_says_why(
+    store: Engine, tmp_path: Path, text: str, who: str, message: str
+) -> None:
+    with pytest.raises(CommandFailed, match=message):
+        run(store, tmp_path, text, who, yes=True, threshold=2)
+    assert sent(tmp_path) == []
+
+
+def test_campaigns_lists_mine_and_admins_see_all(store: Engine, tmp_path: Path) -> None:
+    run(
+        store,
+        tmp_path,
+        "send webinar to lee.chen@acme-logistics.example",
+        "member@us.example",
+        yes=True,
+    )
+    assert "webinar: sent, 1/1 sent" in run(store, tmp_path, "campaigns", "member@us.example").text
+    assert run(store, tmp_path, "campaigns", "boss@us.example").data["campaigns"] == []
+    assert len(run(store, tmp_path, "campaigns all", "boss@us.example").data["campaigns"]) == 1
