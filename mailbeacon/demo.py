@@ -1,8 +1,9 @@
 """`mailbeacon demo`: the whole loop offline, in a temporary folder, printing what happened.
 
-Imports the examples, sends an email to six endusers through a Maildir, starts the tracking
-server on a free port, plays the recipients (people, Apple Mail Privacy Protection, a link
-scanner, a forger) and prints each email's engagement row and the human and raw rates.
+Imports the examples, sends the outage template to seven endusers with `/beacon send` (a
+campaign through the Maildir mailbox), starts the tracking server on a free port, plays the
+recipients (people, Apple Mail Privacy Protection, a link scanner, a forger) and prints each
+email's engagement row and the human and raw rates.
 """
 
 from __future__ import annotations
@@ -14,29 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from jinja2 import StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import Engine, select
 
+from bot.commands import parse
+from bot.handlers import Context, execute
+from bot.users import UserSettings, find_user, sync_config_users
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from mailbeacon.settings import Settings, load_settings, with_generated_keys
-from outreach.emails import Draft, create_email, mark_sent
 from outreach.importer import import_file
-from outreach.maildir import MaildirMailbox, build_message
-from outreach.templates import html_to_text, load_template
-from store.clock import utcnow
+from outreach.maildir import MaildirMailbox
+from outreach.templates import sync_templates
 from store.engine import make_engine
 from store.migrate import upgrade
-from store.schema import companies, endusers, engagements, events, users
+from store.schema import emails, endusers, engagements, events, links
 from tracking.analytics import Rates, average_rates
-from tracking.instrument import TrackingFlags
 from tracking.tokens import TokenSigner
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SENDER = "you@yourcompany.example"
 MACHINE_AFTER_SEND_SECONDS = 2
 
-TEMPLATE = EXAMPLES / "templates" / "outage.html"
+TEMPLATE = "outage"
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
 CHROME = (
@@ -78,8 +77,9 @@ def run_demo(out: Callable[[str], None] = print) -> int:
         for name in ("companies.csv", "endusers.csv"):
             report = import_file(engine, EXAMPLES / name)
             out("   " + report.summary().replace("\n", "\n   "))
-        sent = _send(engine, settings, Path(folder) / "Maildir")
-        out(f"\n2. Sent '{TEMPLATE.name}' to {len(sent)} endusers: see {folder}/Maildir/.Sent")
+        out(f"\n2. Sending the '{TEMPLATE}' template to seven endusers")
+        sent = _send(engine, settings, out)
+        out(f"   the emails are in {settings.outreach.maildir}/.Sent")
         config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
         with running_in_thread(config):
             out(f"\n3. Tracking server on {settings.tracking.base_url}; playing the recipients")
@@ -89,72 +89,49 @@ def run_demo(out: Callable[[str], None] = print) -> int:
     return 0
 
 
-def _send(engine: Engine, settings: Settings, maildir: Path) -> list[Sent]:
-    template = load_template(TEMPLATE)
-    html = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
-    plain = ImmutableSandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
-    body, subject = html.from_string(template.body), plain.from_string(template.subject)
-    signer = TokenSigner(settings.tracking.signing_keys)
-    base = settings.tracking.base_url
-    sender = {"name": "Alex from Support", "email": SENDER}
-    mailbox = MaildirMailbox(maildir, SENDER)
-    sent: list[Sent] = []
+def _send(engine: Engine, settings: Settings, out: Callable[[str], None]) -> list[Sent]:
+    """`/beacon send outage to …`, through the command layer like any user's send."""
     with engine.begin() as connection:
-        sender_id = connection.execute(
-            users.insert()
-            .values(email=SENDER, name=sender["name"], role="admin")
-            .returning(users.c.id)
-        ).scalar_one()
-        ordered = (
-            select(endusers, companies.c.name.label("company_name"))
-            .select_from(endusers.outerjoin(companies))
-            .order_by(endusers.c.id)
-        )
+        sync_config_users(connection, [UserSettings(SENDER, "Alex from Support", role="admin")])
+        ordered = select(endusers.c.email).order_by(endusers.c.id)
         # Six who will play their parts, and one who opted out of tracking (if any did).
-        recipients = [
-            *connection.execute(ordered.where(~endusers.c.tracking_opt_out).limit(6)),
-            *connection.execute(ordered.where(endusers.c.tracking_opt_out).limit(1)),
+        addresses = [
+            *connection.scalars(ordered.where(~endusers.c.tracking_opt_out).limit(6)),
+            *connection.scalars(ordered.where(endusers.c.tracking_opt_out).limit(1)),
         ]
-        for enduser in recipients:
-            context = {
-                "enduser": enduser._mapping,
-                "company": {"name": enduser.company_name or "your company"},
-                "sender": sender,
-            }
-            rendered = body.render(context)
-            draft = Draft(
-                idempotency_key=f"demo-{template.key}-{enduser.id}",
-                to=[enduser.email],
-                subject=subject.render(context),
-                html=rendered,
-                text=html_to_text(rendered),
-                flags=TrackingFlags(opens=template.track_opens, clicks=template.track_clicks),
-                enduser_id=enduser.id,
-                sender_user_id=sender_id,
-                template_key=template.key,
+        sender = find_user(connection, SENDER)
+    sync_templates(engine, EXAMPLES / "templates")
+    signer = TokenSigner(settings.tracking.signing_keys)
+    context = Context(
+        engine=engine,
+        user=sender,
+        tracking=settings.tracking,
+        signer=signer,
+        admin_send_threshold=settings.outreach.admin_send_threshold,
+        mailbox_for=lambda user: MaildirMailbox(Path(settings.outreach.maildir), user.email),
+    )
+    text = f"send {TEMPLATE} to {', '.join(addresses)}"
+    out(f"   /beacon {text[:60]}…")
+    out("   " + execute(parse(text), context, confirmed=True).text)
+    base = settings.tracking.base_url
+    with engine.connect() as connection:
+        rows = connection.execute(select(emails.c.id, emails.c.to_addrs).order_by(emails.c.id))
+        link_rows = connection.execute(select(links.c.email_id, links.c.idx).order_by(links.c.idx))
+        indexes: dict[int, list[int]] = {}
+        for link in link_rows:
+            indexes.setdefault(link.email_id, []).append(link.idx)
+        sent = [
+            Sent(
+                email_id=row.id,
+                to=row.to_addrs[0],
+                open_url=f"{base}/t/o/{signer.open_token(row.id)}.gif",
+                link_urls=[
+                    f"{base}/t/c/{signer.click_token(row.id, i)}" for i in indexes.get(row.id, [])
+                ],
             )
-            email_id, instrumented = create_email(connection, draft, signer, settings.tracking)
-            message = build_message(
-                sender=SENDER,
-                to=draft.to,
-                subject=draft.subject,
-                html=instrumented.html,
-                text=instrumented.text,
-            )
-            mailbox.send(message)
-            mark_sent(connection, email_id, message_id=message["Message-ID"], sent_at=utcnow())
-            sent.append(
-                Sent(
-                    email_id=email_id,
-                    to=enduser.email,
-                    open_url=f"{base}/t/o/{signer.open_token(email_id)}.gif",
-                    link_urls=[
-                        f"{base}/t/c/{signer.click_token(email_id, link.idx)}"
-                        for link in sorted(instrumented.links, key=lambda link: link.idx)
-                    ],
-                )
-            )
-    return sent
+            for row in rows
+        ]
+    return sorted(sent, key=lambda email: addresses.index(email.to))  # the parts, in order
 
 
 def _play(sent: list[Sent], out: Callable[[str], None]) -> None:
