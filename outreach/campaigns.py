@@ -16,7 +16,13 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, select, update
 
 from outreach.emails import Draft, create_email, mark_sent
-from outreach.mailbox import DailyLimitReached, Delivered, Mailbox, MailboxError
+from outreach.mailbox import (
+    DailyLimitReached,
+    Delivered,
+    Mailbox,
+    MailboxError,
+    PermanentFailure,
+)
 from outreach.maildir import build_message
 from store.clock import Clock, utcnow
 from store.schema import campaigns, emails
@@ -61,6 +67,7 @@ class CampaignBusy(Exception):
 class RunReport:
     sent: int = 0
     found_already_sent: int = 0  # in flight when a sender stopped, found at the provider
+    failed: int = 0
     paused: str | None = None
 
 
@@ -150,6 +157,14 @@ def run_campaign(
                 report.paused = f"{mailbox.address} reached its daily sending limit: {exc}"
                 _set_status(engine, campaign_id, "paused", report.paused)
                 return report
+            except PermanentFailure as exc:
+                _mark_failed(engine, campaign_id, email.id, str(exc))
+                report.failed += 1
+                continue
+            except MailboxError as exc:
+                report.paused = f"{mailbox.address} kept failing, try again later: {exc}"
+                _set_status(engine, campaign_id, "paused", report.paused)
+                return report
             _mark_sent(engine, campaign_id, email.id, delivered, owner, clock)
             report.sent += 1
         _set_status(engine, campaign_id, "sent", None)
@@ -164,7 +179,7 @@ def _send_with_retries(
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             return mailbox.send(message)
-        except DailyLimitReached:
+        except (DailyLimitReached, PermanentFailure):
             raise
         except MailboxError as exc:
             if attempt == MAX_ATTEMPTS:
@@ -234,6 +249,18 @@ def _mark_sent(
         renewed = _renew_lease(connection, campaign_id, owner, clock)
     if not renewed:
         _lost_lease(campaign_id, owner)
+
+
+def _mark_failed(engine: Engine, campaign_id: int, email_id: int, error: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(emails).where(emails.c.id == email_id).values(status="failed", error=error)
+        )
+        connection.execute(
+            update(campaigns)
+            .where(campaigns.c.id == campaign_id)
+            .values(failed_count=campaigns.c.failed_count + 1)
+        )
 
 
 def _take_lease(engine: Engine, campaign_id: int, owner: str, clock: Clock) -> None:

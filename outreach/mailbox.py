@@ -26,6 +26,11 @@ class DailyLimitReached(MailboxError):
     """The mailbox may send no more today: the campaign pauses and resumes later."""
 
 
+class PermanentFailure(MailboxError):
+    """This message will never go out as it is (a refused address, say): it is marked failed
+    and the campaign goes on with the next."""
+
+
 class Mailbox(Protocol):
     address: str
 

@@ -209,3 +209,25 @@ def test_a_send_out_killed_at_random_and_restarted_reaches_everyone_exactly_once
     assert kills >= 1
     assert _sent_to(folder) == Counter({f"u{i}@c.example": 1 for i in range(1000)})
     assert _status(engine, campaign_id)[:2] == ("sent", 1000)
+
+
+class DownMailbox(MaildirMailbox):
+    def send(self, message: EmailMessage, thread_id: str | None = None) -> Delivered:
+        raise MailboxError("503 Service Unavailable")
+
+
+def test_a_provider_that_keeps_failing_pauses_the_campaign(engine: Engine, tmp_path: Path) -> None:
+    campaign_id = _plan(engine, 2)
+    waits: list[float] = []
+    box = DownMailbox(tmp_path / "Maildir", SENDER)
+    report = run_campaign(engine, campaign_id, box, owner="test", sleep=waits.append)
+    assert waits == [2.0, 4.0, 8.0, 16.0]  # exponential backoff, then give up for now
+    assert report.paused == f"{SENDER} kept failing, try again later: 503 Service Unavailable"
+    assert _status(engine, campaign_id) == ("paused", 0, report.paused)
+    # Later, with the provider back, the same campaign finishes.
+    assert (
+        run_campaign(
+            engine, campaign_id, MaildirMailbox(tmp_path / "Maildir", SENDER), owner="test"
+        ).sent
+        == 2
+    )
