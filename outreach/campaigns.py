@@ -32,6 +32,7 @@ from tracking.tokens import TokenSigner
 
 LEASE = timedelta(seconds=60)
 MAX_ATTEMPTS = 5
+MAX_WAIT = LEASE / 3  # the longest Retry-After slept through while holding the lease
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,12 @@ def _send_with_retries(
         except MailboxError as exc:
             if attempt == MAX_ATTEMPTS:
                 raise
-            sleep(exc.retry_after if exc.retry_after is not None else 2.0**attempt)
+            wait = exc.retry_after if exc.retry_after is not None else 2.0**attempt
+            if wait > MAX_WAIT.total_seconds():
+                # Waiting while holding the lease could let it run out and another sender
+                # take over the email in flight: pause instead, and resume later.
+                raise MailboxError(f"{exc} (asked to wait {wait:.0f} s)") from None
+            sleep(wait)
     raise AssertionError("unreachable")
 
 

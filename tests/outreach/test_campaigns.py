@@ -231,3 +231,19 @@ def test_a_provider_that_keeps_failing_pauses_the_campaign(engine: Engine, tmp_p
         ).sent
         == 2
     )
+
+
+class SlowDownMailbox(MaildirMailbox):
+    def send(self, message: EmailMessage, thread_id: str | None = None) -> Delivered:
+        raise MailboxError("429 Too Many Requests", retry_after=3600)
+
+
+def test_a_long_retry_after_pauses_rather_than_outwaiting_the_lease(
+    engine: Engine, tmp_path: Path
+) -> None:
+    campaign_id = _plan(engine, 1)
+    waits: list[float] = []
+    box = SlowDownMailbox(tmp_path / "Maildir", SENDER)
+    report = run_campaign(engine, campaign_id, box, owner="test", sleep=waits.append)
+    assert waits == []
+    assert report.paused is not None and "(asked to wait 3600 s)" in report.paused

@@ -1,0 +1,1 @@
+"""Local fakes of the outside services mailbeacon talks to, served over real protocols."""
