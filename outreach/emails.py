@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, select, update
 
 from store.schema import emails, endusers, engagements, links
 from tracking.instrument import Instrumented, TrackingFlags, instrument
@@ -46,76 +47,108 @@ def create_email(
     connection: Connection, draft: Draft, signer: TokenSigner, settings: TrackingSettings
 ) -> tuple[int, Instrumented]:
     """Plan one email: its row, engagement row and link rows, and the instrumented body."""
-    opted_out = False
-    if draft.enduser_id is not None:
-        opted_out = bool(
-            connection.scalar(
-                select(endusers.c.tracking_opt_out).where(endusers.c.id == draft.enduser_id)
-            )
-        )
-    flags = effective_flags(draft.flags, settings, opted_out)
-    email_id: int = connection.execute(
-        emails.insert()
-        .values(
-            idempotency_key=draft.idempotency_key,
-            to_addrs=draft.to,
-            cc_addrs=draft.cc,
-            subject=draft.subject,
-            enduser_id=draft.enduser_id,
-            sender_user_id=draft.sender_user_id,
-            mailbox_id=draft.mailbox_id,
-            campaign_id=draft.campaign_id,
-            template_id=draft.template_id,
-            thread_id=draft.thread_id,
-            in_reply_to=draft.in_reply_to,
-            open_tracking=flags.opens,
-            click_tracking=flags.clicks,
-        )
-        .returning(emails.c.id)
-    ).scalar_one()
-    connection.execute(
-        engagements.insert().values(
-            email_id=email_id,
-            enduser_id=draft.enduser_id,
-            campaign_id=draft.campaign_id,
-            template_id=draft.template_id,
-            sender_user_id=draft.sender_user_id,
-            open_rate=0 if flags.opens else None,
-            open_rate_raw=0 if flags.opens else None,
-            click_rate=0 if flags.clicks else None,
-            click_rate_raw=0 if flags.clicks else None,
+    [created] = create_emails(connection, [draft], signer, settings)
+    return created
+
+
+def create_emails(
+    connection: Connection, drafts: Sequence[Draft], signer: TokenSigner, settings: TrackingSettings
+) -> list[tuple[int, Instrumented]]:
+    """Plan many emails with a handful of statements, whatever their number."""
+    enduser_ids = sorted({d.enduser_id for d in drafts if d.enduser_id is not None})
+    opted_out = set(
+        connection.scalars(
+            select(endusers.c.id).where(endusers.c.id.in_(enduser_ids), endusers.c.tracking_opt_out)
         )
     )
-    result = instrument(
-        draft.html,
-        draft.text,
-        email_id=email_id,
-        flags=flags,
-        signer=signer,
-        base_url=settings.base_url,
-        utm=settings.utm,
-        utm_context={"campaign": str(draft.campaign_id or ""), "template": draft.template_key},
-        honeypot=settings.honeypot,
-    )
-    if result.links:
-        connection.execute(
-            links.insert(),
+    flags = [effective_flags(d.flags, settings, d.enduser_id in opted_out) for d in drafts]
+    email_ids: list[int] = list(
+        connection.scalars(
+            emails.insert().returning(emails.c.id, sort_by_parameter_order=True),
             [
-                {"email_id": email_id, "idx": link.idx, "url": link.url, "honeypot": link.honeypot}
-                for link in result.links
+                {
+                    "idempotency_key": d.idempotency_key,
+                    "to_addrs": d.to,
+                    "cc_addrs": d.cc,
+                    "subject": d.subject,
+                    "enduser_id": d.enduser_id,
+                    "sender_user_id": d.sender_user_id,
+                    "mailbox_id": d.mailbox_id,
+                    "campaign_id": d.campaign_id,
+                    "template_id": d.template_id,
+                    "thread_id": d.thread_id,
+                    "in_reply_to": d.in_reply_to,
+                    "open_tracking": f.opens,
+                    "click_tracking": f.clicks,
+                }
+                for d, f in zip(drafts, flags, strict=True)
             ],
         )
-    return email_id, result
+    )
+    connection.execute(
+        engagements.insert(),
+        [
+            {
+                "email_id": email_id,
+                "enduser_id": d.enduser_id,
+                "campaign_id": d.campaign_id,
+                "template_id": d.template_id,
+                "sender_user_id": d.sender_user_id,
+                "open_rate": 0 if f.opens else None,
+                "open_rate_raw": 0 if f.opens else None,
+                "click_rate": 0 if f.clicks else None,
+                "click_rate_raw": 0 if f.clicks else None,
+            }
+            for email_id, d, f in zip(email_ids, drafts, flags, strict=True)
+        ],
+    )
+    bodies = [
+        instrument(
+            d.html,
+            d.text,
+            email_id=email_id,
+            flags=f,
+            signer=signer,
+            base_url=settings.base_url,
+            utm=settings.utm,
+            utm_context={"campaign": str(d.campaign_id or ""), "template": d.template_key},
+            honeypot=settings.honeypot,
+        )
+        for email_id, d, f in zip(email_ids, drafts, flags, strict=True)
+    ]
+    link_rows = [
+        {"email_id": email_id, "idx": link.idx, "url": link.url, "honeypot": link.honeypot}
+        for email_id, body in zip(email_ids, bodies, strict=True)
+        for link in body.links
+    ]
+    if link_rows:
+        connection.execute(links.insert(), link_rows)
+    return list(zip(email_ids, bodies, strict=True))
 
 
 def mark_sent(
     connection: Connection, email_id: int, *, message_id: str, sent_at: datetime, **extra: Any
 ) -> None:
-    connection.execute(
-        update(emails)
-        .where(emails.c.id == email_id)
-        .values(status="sent", message_id=message_id, sent_at=sent_at, **extra)
+    mark_sent_many(
+        connection, [{"email_id": email_id, "message_id": message_id, "sent_at": sent_at, **extra}]
     )
+
+
+def mark_sent_many(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Each row: email_id, message_id, sent_at, and optionally provider_message_id, thread_id."""
+    if not rows:
+        return
+    emails_rows = [
+        {
+            "target": row["email_id"],
+            "status": "sent",
+            **{k: v for k, v in row.items() if k != "email_id"},
+        }
+        for row in rows
+    ]
+    target: BindParameter[int] = bindparam("target")
+    connection.execute(update(emails).where(emails.c.id == target), emails_rows)
     connection.execute(
-        update(engagements).where(engagements.c.email_id == email_id).values(sent_at=sent_at)
+        update(engagements).where(engagements.c.email_id == target),
+        [{"target": row["email_id"], "sent_at": row["sent_at"]} for row in rows],
     )

@@ -43,33 +43,31 @@ class MaildirMailbox:
     def __init__(self, folder: Path, address: str) -> None:
         self.folder = folder
         self.address = address
+        self._box: mailbox.Maildir | None = None
+        self._sent_ids: dict[str, str] | None = None  # Message-ID -> key, built on first lookup
 
     def _sent(self) -> mailbox.Maildir:
-        root = mailbox.Maildir(self.folder, create=True)
-        return (
-            root.add_folder("Sent")
-            if "Sent" not in root.list_folders()
-            else root.get_folder("Sent")
-        )
+        if self._box is None:
+            for sub in ("tmp", "new", "cur", ".Sent/tmp", ".Sent/new", ".Sent/cur"):
+                (self.folder / sub).mkdir(parents=True, exist_ok=True)
+            self._box = mailbox.Maildir(self.folder).get_folder("Sent")
+        return self._box
 
     def send(self, message: EmailMessage, thread_id: str | None = None) -> Delivered:
         # Maildir delivery writes into tmp/ and renames into new/: a message is there whole or
         # not at all, so find_sent() after a crash is exact.
-        sent = self._sent()
-        try:
-            key = sent.add(message)
-        finally:
-            sent.close()
+        key = self._sent().add(message)
+        if self._sent_ids is not None:
+            self._sent_ids[message["Message-ID"]] = key
         return Delivered(message["Message-ID"], key, thread_id)
 
     def find_sent(self, message_id: str) -> Delivered | None:
-        sent = self._sent()
-        parser = BytesHeaderParser()
-        try:
-            for key in sent.iterkeys():
-                with sent.get_file(key) as f:
-                    if parser.parse(f)["Message-ID"] == message_id:  # type: ignore[arg-type]
-                        return Delivered(message_id, key)
-        finally:
-            sent.close()
-        return None
+        if self._sent_ids is None:
+            parser = BytesHeaderParser()
+            box = self._sent()
+            self._sent_ids = {}
+            for key in box.iterkeys():
+                with box.get_file(key) as f:
+                    self._sent_ids[str(parser.parse(f)["Message-ID"])] = key  # type: ignore[arg-type]
+        found = self._sent_ids.get(message_id)
+        return None if found is None else Delivered(message_id, found)

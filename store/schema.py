@@ -173,7 +173,7 @@ emails = Table(
     "emails",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("campaign_id", ForeignKey("campaigns.id"), index=True),
+    Column("campaign_id", ForeignKey("campaigns.id")),
     Column("template_id", ForeignKey("templates.id")),
     Column("mailbox_id", ForeignKey("mailboxes.id")),
     Column("sender_user_id", ForeignKey("users.id")),
@@ -196,6 +196,7 @@ emails = Table(
     Column("sent_at", UTCDateTime()),
     CheckConstraint("status IN ('planned', 'sending', 'sent', 'failed')", name="status"),
     _created(),
+    Index(None, "campaign_id", "status", "id"),  # a campaign's next emails to send
 )
 
 # Index 0 is always the hidden honeypot link; real links are numbered from 1.

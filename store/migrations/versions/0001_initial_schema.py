@@ -351,7 +351,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("message_id", name=op.f("uq_emails_message_id")),
     )
     with op.batch_alter_table("emails", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_emails_campaign_id"), ["campaign_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_emails_campaign_id_status_id"),
+            ["campaign_id", "status", "id"],
+            unique=False,
+        )
         batch_op.create_index(batch_op.f("ix_emails_enduser_id"), ["enduser_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_emails_thread_id"), ["thread_id"], unique=False)
 
@@ -591,7 +595,7 @@ def downgrade() -> None:
     with op.batch_alter_table("emails", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_emails_thread_id"))
         batch_op.drop_index(batch_op.f("ix_emails_enduser_id"))
-        batch_op.drop_index(batch_op.f("ix_emails_campaign_id"))
+        batch_op.drop_index(batch_op.f("ix_emails_campaign_id_status_id"))
 
     op.drop_table("emails")
     op.drop_table("ab_tests")
