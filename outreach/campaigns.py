@@ -61,6 +61,9 @@ class CampaignPlan:
     template_key: str = ""
     sender_user_id: int | None = None
     mailbox_id: int | None = None
+    # A follow-up campaign: each enduser's email goes into the thread of the one they got in
+    # this earlier campaign (In-Reply-To, References, "Re:" subject, the provider's thread).
+    follow_up_of: int | None = None
 
 
 class CampaignBusy(Exception):
@@ -99,35 +102,43 @@ def plan_campaign(
         )
         .returning(campaigns.c.id)
     ).scalar_one()
-    drafts = [
-        Draft(
-            idempotency_key=f"campaign-{campaign_id}-{position}",
-            to=email.to,
-            cc=email.cc,
-            subject=email.subject,
-            html=email.html,
-            text=email.text,
-            flags=plan.flags,
-            enduser_id=email.enduser_id,
-            sender_user_id=plan.sender_user_id,
-            mailbox_id=plan.mailbox_id,
-            campaign_id=campaign_id,
-            template_id=plan.template_id,
-            template_key=plan.template_key,
+    earlier = _earlier_emails(connection, plan.follow_up_of)
+    drafts = []
+    for position, email in enumerate(outgoing):
+        previous = earlier.get(email.enduser_id) if email.enduser_id is not None else None
+        drafts.append(
+            Draft(
+                idempotency_key=f"campaign-{campaign_id}-{position}",
+                to=email.to,
+                cc=email.cc,
+                subject=_reply_subject(previous.subject) if previous else email.subject,
+                html=email.html,
+                text=email.text,
+                flags=plan.flags,
+                enduser_id=email.enduser_id,
+                sender_user_id=plan.sender_user_id,
+                mailbox_id=plan.mailbox_id,
+                campaign_id=campaign_id,
+                template_id=plan.template_id,
+                template_key=plan.template_key,
+                thread_id=previous.thread_id if previous else None,
+                in_reply_to=previous.message_id if previous else None,
+            )
         )
-        for position, email in enumerate(outgoing)
-    ]
     messages = []
-    for (email_id, body), email in zip(
-        create_emails(connection, drafts, signer, tracking), outgoing, strict=True
+    for (email_id, body), draft in zip(
+        create_emails(connection, drafts, signer, tracking), drafts, strict=True
     ):
+        previous = earlier.get(draft.enduser_id) if draft.enduser_id is not None else None
         message = build_message(
             sender=plan.sender_address,
-            to=email.to,
-            cc=email.cc,
-            subject=email.subject,
+            to=draft.to,
+            cc=draft.cc,
+            subject=draft.subject,
             html=body.html,
             text=body.text,
+            in_reply_to=draft.in_reply_to,
+            references=[previous.in_reply_to] if previous and previous.in_reply_to else None,
         )
         messages.append(
             {"target": email_id, "message_id": message["Message-ID"], "mime": message.as_bytes()}
@@ -135,6 +146,24 @@ def plan_campaign(
     if messages:
         connection.execute(update(emails).where(emails.c.id == bindparam("target")), messages)
     return campaign_id
+
+
+def _earlier_emails(connection: Connection, campaign_id: int | None) -> dict[int, Any]:
+    """The sent emails of an earlier campaign, by enduser."""
+    if campaign_id is None:
+        return {}
+    query = select(
+        emails.c.enduser_id,
+        emails.c.subject,
+        emails.c.message_id,
+        emails.c.thread_id,
+        emails.c.in_reply_to,
+    ).where(emails.c.campaign_id == campaign_id, emails.c.status == "sent")
+    return {row.enduser_id: row for row in connection.execute(query)}
+
+
+def _reply_subject(subject: str) -> str:
+    return subject if subject[:3].lower() == "re:" else f"Re: {subject}"
 
 
 def run_campaign(
@@ -165,7 +194,8 @@ def run_campaign(
             failed: list[tuple[int, str]] = []
             for email in chunk:
                 try:
-                    delivered = _send_with_retries(mailbox, _message(email.mime), sleep)
+                    message = _message(email.mime)
+                    delivered = _send_with_retries(mailbox, message, email.thread_id, sleep)
                 except PermanentFailure as exc:
                     failed.append((email.id, str(exc)))
                     continue
@@ -191,11 +221,11 @@ def run_campaign(
 
 
 def _send_with_retries(
-    mailbox: Mailbox, message: EmailMessage, sleep: Callable[[float], None]
+    mailbox: Mailbox, message: EmailMessage, thread_id: str | None, sleep: Callable[[float], None]
 ) -> Delivered:
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            return mailbox.send(message)
+            return mailbox.send(message, thread_id)
         except (DailyLimitReached, PermanentFailure):
             raise
         except MailboxError as exc:
@@ -220,7 +250,7 @@ def _message(mime: bytes) -> EmailMessage:
 
 def _emails(engine: Engine, campaign_id: int, status: str, after: int = 0) -> list[Any]:
     query = (
-        select(emails.c.id, emails.c.message_id, emails.c.mime)
+        select(emails.c.id, emails.c.message_id, emails.c.thread_id, emails.c.mime)
         .where(
             emails.c.campaign_id == campaign_id,
             emails.c.status == status,

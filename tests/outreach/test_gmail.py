@@ -6,6 +6,7 @@ import base64
 import json
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
@@ -16,13 +17,13 @@ from googleapiclient.errors import HttpError
 from sqlalchemy import Engine, select, update
 
 from mailbeacon.serve import free_port
-from outreach.campaigns import run_campaign
+from outreach.campaigns import Outgoing, plan_campaign, run_campaign
 from outreach.gmail import GmailMailbox, gmail_error
 from outreach.mailbox import DailyLimitReached, MailboxError, PermanentFailure
 from outreach.maildir import build_message
-from store.schema import campaigns, emails
+from store.schema import campaigns, emails, endusers
 from tests.fakes.gmail import FakeGmail, parse
-from tests.outreach.test_campaigns import SENDER, _plan, _status
+from tests.outreach.test_campaigns import PLAN, SENDER, SIGNER, TRACKING, _plan, _status
 
 TOKEN = "fake-token"
 
@@ -304,3 +305,35 @@ def test_the_fake_keeps_history_for_reply_sync(gmail: FakeGmail, box: GmailMailb
         assert stale.value.status_code == 404
     finally:
         service.close()
+
+
+def test_a_follow_up_campaign_goes_into_each_enduser_s_thread(
+    engine: Engine, gmail: FakeGmail, box: GmailMailbox
+) -> None:
+    first = _plan(engine, 2)
+    run_campaign(engine, first, box, owner="test")
+    with engine.begin() as connection:
+        people = connection.execute(select(endusers.c.id, endusers.c.email)).all()
+        follow_up = plan_campaign(
+            connection,
+            replace(PLAN, name="nudge", follow_up_of=first),
+            [
+                Outgoing([p.email], "Did you see this?", "<p>Nudge</p>", "Nudge", p.id)
+                for p in people
+            ],
+            SIGNER,
+            TRACKING,
+        )
+    assert run_campaign(engine, follow_up, box, owner="test").sent == 2
+    with engine.connect() as connection:
+        rows = connection.execute(select(emails).order_by(emails.c.id)).all()
+    originals, nudges = rows[:2], rows[2:]
+    for original, nudge in zip(originals, nudges, strict=True):
+        assert nudge.enduser_id == original.enduser_id  # its own record, same enduser
+        assert nudge.thread_id == original.thread_id is not None
+        assert nudge.in_reply_to == original.message_id
+        assert nudge.subject == f"Re: {original.subject}"
+    sent = {str(m["Message-ID"]): m for m in gmail.sent()}
+    nudge_message = sent[nudges[0].message_id]
+    assert nudge_message["In-Reply-To"] == originals[0].message_id
+    assert originals[0].message_id in str(nudge_message["References"])
