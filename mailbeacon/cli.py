@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from mailbeacon.settings import ConfigError, Settings, load_settings, with_generated_keys
+from outreach.accounts import list_mailboxes
 from store.engine import make_engine
 from store.migrate import current_revision, head_revision, upgrade
 from store.schema import emails, endusers, events
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--as", dest="who", required=True, metavar="EMAIL", help="an internal user")
     cmd.add_argument("--yes", action="store_true", help="confirm (a send goes out)")
     cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    connect = commands.add_parser("connect", help="connect a user's Gmail or Outlook mailbox")
+    connect.add_argument("provider", choices=["gmail", "outlook"])
+    connect.add_argument(
+        "--as", dest="who", required=True, metavar="EMAIL", help="an internal user"
+    )
 
     template_cmd = commands.add_parser("templates", help="template files")
     template_actions = template_cmd.add_subparsers(dest="templates_command", required=True)
@@ -125,6 +132,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         upgrade(engine)
         return run_cmd(settings, engine, args.text, args.who, args.yes, args.json)
+    if args.command == "connect":
+        from mailbeacon.cmd import connect_link
+
+        upgrade(engine)
+        return connect_link(settings, engine, args.provider, args.who)
     if args.command == "templates":
         from outreach.templates import TemplateFileError, sync_templates
 
@@ -152,6 +164,11 @@ def _status(settings: Settings, engine: Engine) -> int:
             print(f"{label + ':':9} {connection.scalar(select(func.count()).select_from(table))}")
     tracking = settings.tracking
     print(f"tracking: {'on' if tracking.enabled else 'off'} at {tracking.base_url}")
+    with engine.connect() as connection:
+        for box in list_mailboxes(connection):
+            owner = f" of {box.owner_email}" if box.owner_email else ""
+            default = " (default)" if box.is_default else ""
+            print(f"mailbox:  {box.provider} {box.address}{owner}{default}")
     return 0
 
 

@@ -13,9 +13,12 @@ from bot.commands import CommandError, parse
 from bot.handlers import CommandFailed, Context, execute
 from bot.users import find_user, sync_config_users
 from mailbeacon.settings import Settings
+from outreach.accounts import mailbox_for_user
 from outreach.mailbox import Mailbox
-from outreach.maildir import MaildirMailbox
+from outreach.oauth import OAuthError, check_configured, make_state, redirect_uri, sign_in_url
 from outreach.templates import sync_templates
+from store.clock import utcnow
+from store.crypto import CredentialCipher
 from tracking.tokens import TokenSigner
 
 
@@ -44,7 +47,15 @@ def run_cmd(
         return _fail(str(exc), as_json)
 
     def mailbox_for(sender: Any) -> Mailbox:
-        return MaildirMailbox(Path(settings.outreach.maildir), sender.email)
+        with engine.connect() as connection:
+            return mailbox_for_user(
+                connection,
+                sender.id,
+                CredentialCipher(settings.secrets.encryption_keys),
+                oauth=settings.oauth,
+                maildir_folder=Path(settings.outreach.maildir),
+                address=sender.email,
+            )
 
     context = Context(
         engine=engine,
@@ -81,3 +92,25 @@ def _fail(message: str, as_json: bool) -> int:
     else:
         print(f"mailbeacon: {message}", file=sys.stderr)
     return 1
+
+
+def connect_link(settings: Settings, engine: Engine, provider: str, who: str) -> int:
+    """Print the sign-in link that connects `who`'s own mailbox; the running server (`serve`)
+    receives the answer at <tracking.base_url>/oauth/…/callback."""
+    prepare(settings, engine)
+    with engine.connect() as connection:
+        user = find_user(connection, who)
+    if user is None:
+        return _fail(
+            f"{who} is not an internal user: add it under `users:` in the config file", False
+        )
+    try:
+        check_configured(settings.oauth, provider)
+        state = make_state(settings.tracking.signing_keys[0], user.id, provider, utcnow())
+        back = redirect_uri(settings.tracking.base_url, provider)
+        link = sign_in_url(settings.oauth, provider, back, state, login_hint=user.email)
+    except OAuthError as exc:
+        return _fail(str(exc), False)
+    print(f"Open this link as {user.email} within 10 minutes, with `mailbeacon serve` running:")
+    print(link)
+    return 0

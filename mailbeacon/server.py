@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from mailbeacon.settings import Settings
+from outreach.accounts import save_mailbox
+from outreach.oauth import NAMES, SERVICES, OAuthError, finish_sign_in, read_callback, redirect_uri
 from store.clock import Clock, utcnow
+from store.crypto import CredentialCipher
 from store.engine import make_engine
+from store.schema import users
 from tracking.classify import Rules, parse_networks
 from tracking.recorder import Recorder
 from tracking.routes import ASGIApp, TrackingEndpoints
@@ -58,9 +63,60 @@ def create_app(settings: Settings, engine: Engine | None = None, clock: Clock = 
         finally:
             await recorder.stop()
 
+    def oauth_callback(request: Request) -> HTMLResponse:
+        # A plain def: Starlette runs it in a thread, as the code exchange is network I/O.
+        return _connect_mailbox(settings, engine, clock, request)
+
     signer = TokenSigner(settings.tracking.signing_keys)
     secure = settings.tracking.base_url.startswith("https://")
     app = Starlette(lifespan=lifespan)
     endpoints = TrackingEndpoints(app, recorder, signer, clock, secure_cookies=secure)
-    app.router.routes.extend([*endpoints.routes(), Route("/healthz", healthz)])
+    app.router.routes.extend(
+        [
+            *endpoints.routes(),
+            Route("/healthz", healthz),
+            Route("/oauth/{service}/callback", oauth_callback),
+        ]
+    )
     return endpoints
+
+
+def _connect_mailbox(
+    settings: Settings, engine: Engine, clock: Clock, request: Request
+) -> HTMLResponse:
+    """Where Google or Microsoft send the browser back after `mailbeacon connect`."""
+    provider = {service: name for name, service in SERVICES.items()}.get(
+        request.path_params["service"]
+    )
+    if provider is None:
+        return _page("There is no such sign-in.", 404)
+    try:
+        callback = read_callback(
+            settings.tracking.signing_keys[0], provider, request.query_params, clock()
+        )
+        connected = finish_sign_in(
+            settings.oauth, callback, redirect_uri(settings.tracking.base_url, provider)
+        )
+        with engine.begin() as connection:
+            save_mailbox(
+                connection,
+                provider=connected.provider,
+                address=connected.address,
+                owner_user_id=callback.user_id,
+                credentials=connected.credentials,
+                cipher=CredentialCipher(settings.secrets.encryption_keys),
+            )
+            owner = connection.scalar(select(users.c.email).where(users.c.id == callback.user_id))
+    except OAuthError as exc:
+        return _page(f"The mailbox was not connected: {exc}", 400)
+    return _page(
+        f"Connected {connected.address} ({NAMES[provider]}): emails that {owner} sends with "
+        "mailbeacon now go out from it. You can close this page."
+    )
+
+
+def _page(text: str, status: int = 200) -> HTMLResponse:
+    # The code is in this page's address: never cache it, never send it on as a referrer.
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    body = f"<!doctype html><title>mailbeacon</title><p>{html.escape(text)}</p>"
+    return HTMLResponse(body, status_code=status, headers=headers)

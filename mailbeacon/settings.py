@@ -23,6 +23,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from bot.users import UserSettings
+from outreach.oauth import OAuthSettings
 from outreach.settings import OutreachSettings
 from store.engine import DatabaseSettings
 from tracking.settings import TrackingSettings
@@ -60,6 +61,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     outreach: OutreachSettings = field(default_factory=OutreachSettings)
+    oauth: OAuthSettings = field(default_factory=OAuthSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
 
     @property

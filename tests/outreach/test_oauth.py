@@ -1,0 +1,598 @@
+"""Connecting a mailbox: signed state, Google's and Microsoft's authorization-code flows against
+fake token endpoints, and the Gmail profile from the fake Gmail."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from outreach.oauth import (
+    GMAIL_SCOPES,
+    Callback,
+    OAuthError,
+    OAuthSettings,
+    exchange_google_code,
+    exchange_microsoft_code,
+    finish_sign_in,
+    gmail_address,
+    google_authorization_url,
+    make_state,
+    microsoft_authorization_url,
+    read_callback,
+    read_state,
+    redirect_uri,
+    sign_in_url,
+)
+from outreach.outlook import MsalHttpClient
+from tests.fakes.gmail import FakeGmail
+from tests.fakes.graph import AUTHORITY_HOST, CLIENT_ID, CLIENT_SECRET, TENANT_ID, FakeIdentity
+
+KEY = "state-signing-key-" + "k" * 16
+NOW = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
+BASE_URL = "https://beacon.example"
+GMAIL_REDIRECT = redirect_uri(BASE_URL, "gmail")
+OUTLOOK_REDIRECT = redirect_uri(BASE_URL, "outlook")
+GMAIL_TOKEN = "fake-token"  # what FakeGmail accepts
+ADDRESS = "maria@us.example"
+OAUTH = OAuthSettings(
+    google_client_id="123-abc.apps.googleusercontent.com",
+    google_client_secret="GOCSPX-fake",
+    google_token_uri="https://oauth2.fake.example/token",
+    microsoft_client_id=CLIENT_ID,
+    microsoft_client_secret=CLIENT_SECRET,
+    microsoft_authority_host=AUTHORITY_HOST,
+)
+
+Json = dict[str, Any]
+
+
+@dataclass
+class FakeGoogle:
+    """Google's token endpoint for one OAuth client: redeems each code it issued once (for the
+    redirect URI it was issued to) and the refresh tokens that came with them."""
+
+    access_token: str = GMAIL_TOKEN
+    scope: str = " ".join(GMAIL_SCOPES)
+    forms: list[dict[str, str]] = field(default_factory=list)
+    codes: set[str] = field(default_factory=set)
+    refresh_tokens: set[str] = field(default_factory=set)
+    _serial: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def issue_code(self) -> str:
+        code = f"4/0AQ-code-{next(self._serial)}"
+        self.codes.add(code)
+        return code
+
+    def answer(self, form: dict[str, str]) -> tuple[int, Json]:
+        self.forms.append(form)
+        if (form.get("client_id"), form.get("client_secret")) != (
+            OAUTH.google_client_id,
+            OAUTH.google_client_secret,
+        ):
+            return 401, {"error": "invalid_client", "error_description": "Unauthorized"}
+        granted = {"access_token": self.access_token, "expires_in": 3599, "scope": self.scope}
+        if form.get("grant_type") == "authorization_code":
+            if form.get("redirect_uri") != GMAIL_REDIRECT:
+                return 400, {"error": "redirect_uri_mismatch", "error_description": "Bad Request"}
+            if form.get("code") not in self.codes:
+                return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
+            self.codes.discard(form["code"])
+            refresh_token = f"1//0g-refresh-{next(self._serial)}"
+            self.refresh_tokens.add(refresh_token)
+            return 200, {**granted, "refresh_token": refresh_token, "token_type": "Bearer"}
+        if form.get("grant_type") == "refresh_token":
+            if form.get("refresh_token") not in self.refresh_tokens:
+                return 400, {
+                    "error": "invalid_grant",
+                    "error_description": "Token has been expired or revoked.",
+                }
+            return 200, {**granted, "token_type": "Bearer"}
+        return 400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"}
+
+    def transport(self) -> httpx.MockTransport:
+        def handle(request: httpx.Request) -> httpx.Response:
+            assert (request.method, str(request.url)) == ("POST", OAUTH.google_token_uri)
+            status, body = self.answer(_form(request.content))
+            return httpx.Response(status, json=body)
+
+        return httpx.MockTransport(handle)
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        """On loopback, for google-auth (httplib2) refreshing a token: yields its token URI."""
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                status, body = fake.answer(_form(self.rfile.read(length)))
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,))
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/token"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+class FakeMicrosoft:
+    """The identity platform of tests/fakes/graph.py plus the authorization-code grant: a code
+    redeems once, for its redirect URI, to a refresh token FakeIdentity (and so FakeGraph) takes."""
+
+    def __init__(self, identity: FakeIdentity, claims: Json | None = None) -> None:
+        self.identity = identity
+        self.claims = {"preferred_username": identity.address} if claims is None else claims
+        self.codes: set[str] = set()
+        self.forms: list[dict[str, str]] = []
+        self._serial = itertools.count(1)
+
+    def issue_code(self) -> str:
+        code = f"0.AXoA-code-{next(self._serial)}"
+        self.codes.add(code)
+        return code
+
+    def http_client(self) -> MsalHttpClient:
+        return MsalHttpClient(httpx.Client(transport=httpx.MockTransport(self.handle)))
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        form = _form(request.content) if request.method == "POST" else {}
+        if form.get("grant_type") != "authorization_code":
+            return self.identity.handle(request)
+        self.forms.append(form)
+        if (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
+            return _oauth_error(401, "invalid_client", "AADSTS7000215: Invalid client secret.")
+        if form.get("code") not in self.codes or form.get("redirect_uri") != OUTLOOK_REDIRECT:
+            return _oauth_error(
+                400, "invalid_grant", "AADSTS54005: OAuth2 Authorization code was already redeemed."
+            )
+        self.codes.discard(form["code"])
+        now = int(time.time())
+        claims = {
+            "aud": CLIENT_ID,
+            "iss": f"{AUTHORITY_HOST}/{TENANT_ID}/v2.0",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "sub": "fake-subject",
+            "oid": "00000000-0000-0000-0000-00000000beef",
+            "tid": TENANT_ID,
+            "ver": "2.0",
+            **self.claims,
+        }
+        body = {
+            "token_type": "Bearer",
+            "scope": form.get("scope", ""),
+            "expires_in": 3600,
+            "access_token": "at-from-code",
+            "refresh_token": self.identity.grant(),
+            "id_token": ".".join([_b64(b'{"alg":"none"}'), _b64(json.dumps(claims).encode()), ""]),
+        }
+        if form.get("client_info") == "1":
+            body["client_info"] = _b64(
+                json.dumps({"uid": claims["oid"], "utid": TENANT_ID}).encode()
+            )
+        return httpx.Response(200, json=body)
+
+
+def _form(content: bytes) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(content.decode()).items()}
+
+
+def _query(url: str) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _oauth_error(status: int, error: str, description: str) -> httpx.Response:
+    return httpx.Response(status, json={"error": error, "error_description": description})
+
+
+# State
+
+
+@pytest.mark.parametrize("provider", ["gmail", "outlook"])
+def test_a_state_reads_back_as_who_asked_for_which_provider(provider: str) -> None:
+    state = make_state(KEY, 42, provider, NOW)
+    assert state.isascii() and all(c.isalnum() or c in "-_." for c in state)
+    assert read_state(KEY, state, NOW + timedelta(minutes=9)) == (42, provider)
+
+
+def _flip(text: str, position: int) -> str:
+    return text[:position] + ("A" if text[position] != "A" else "B") + text[position + 1 :]
+
+
+STATE = make_state(KEY, 42, "gmail", NOW)
+PAYLOAD, TAG = STATE.split(".")
+_forged_payload = base64.urlsafe_b64encode(b"1.gmail.%d" % NOW.timestamp()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("state", "key", "at"),
+    [
+        pytest.param(STATE, KEY, NOW + timedelta(minutes=11), id="expired"),
+        pytest.param(STATE, KEY, NOW - timedelta(minutes=11), id="from the future"),
+        pytest.param(STATE, "another-key-" + "x" * 16, NOW, id="other key"),
+        pytest.param(_flip(STATE, 1), KEY, NOW, id="payload changed"),
+        pytest.param(_flip(STATE, len(STATE) - 2), KEY, NOW, id="tag changed"),
+        pytest.param(f"{_forged_payload}.{TAG}", KEY, NOW, id="other user, same tag"),
+        pytest.param(PAYLOAD, KEY, NOW, id="no tag"),
+        pytest.param(STATE + ".x", KEY, NOW, id="extra part"),
+        pytest.param("", KEY, NOW, id="empty"),
+        pytest.param("é.é", KEY, NOW, id="not ascii"),
+        pytest.param("!!!.???", KEY, NOW, id="not base64"),
+    ],
+)
+def test_an_expired_or_tampered_state_is_refused(state: str, key: str, at: datetime) -> None:
+    with pytest.raises(OAuthError) as refused:
+        read_state(key, state, at)
+    assert str(refused.value).startswith("this sign-in link expired or was tampered with: run")
+    assert "mailbeacon connect" in str(refused.value)
+
+
+def test_a_state_for_one_provider_is_refused_at_the_other_callback() -> None:
+    query = {"state": make_state(KEY, 42, "outlook", NOW), "code": "c"}
+    with pytest.raises(OAuthError, match="made for outlook, not gmail"):
+        read_callback(KEY, "gmail", query, NOW)
+    assert read_callback(KEY, "outlook", query, NOW) == Callback(42, "outlook", "c")
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param(
+            {"error": "access_denied"},
+            "the Google sign-in was cancelled, or mailbeacon was not allowed to send and read "
+            "mail: run `mailbeacon connect gmail`",
+            id="consent declined",
+        ),
+        pytest.param(
+            {"error": "admin_policy_enforced", "error_description": "blocked by your admin"},
+            "Google sign-in failed (admin_policy_enforced: blocked by your admin): run",
+            id="other error",
+        ),
+        pytest.param({}, "Google sent no authorization code back", id="no code"),
+        pytest.param({"code": ""}, "Google sent no authorization code back", id="empty code"),
+    ],
+)
+def test_a_callback_without_a_code_says_why(query: dict[str, str], expected: str) -> None:
+    with pytest.raises(OAuthError) as refused:
+        read_callback(KEY, "gmail", {"state": make_state(KEY, 7, "gmail", NOW), **query}, NOW)
+    assert str(refused.value).startswith(expected)
+
+
+def test_a_callback_checks_the_state_before_anything_else() -> None:
+    with pytest.raises(OAuthError, match="expired or was tampered with"):
+        read_callback(KEY, "gmail", {"state": "forged.state", "code": "4/0AQ"}, NOW)
+
+
+# Configuration
+
+
+SIGN_IN_CALLS: list[tuple[str, Callable[[OAuthSettings], object]]] = [
+    ("google", lambda s: google_authorization_url(s, GMAIL_REDIRECT, STATE)),
+    ("google", lambda s: exchange_google_code(s, "code", GMAIL_REDIRECT)),
+    ("microsoft", lambda s: microsoft_authorization_url(s, OUTLOOK_REDIRECT, STATE)),
+    ("microsoft", lambda s: exchange_microsoft_code(s, "code", OUTLOOK_REDIRECT)),
+]
+
+
+@pytest.mark.parametrize(("prefix", "call"), SIGN_IN_CALLS)
+@pytest.mark.parametrize(
+    ("blank", "named"),
+    [
+        (["client_id", "client_secret"], ["client_id", "client_secret"]),
+        (["client_secret"], ["client_secret"]),
+    ],
+)
+def test_missing_app_credentials_name_the_config_keys_to_set(
+    prefix: str, call: Callable[[OAuthSettings], object], blank: list[str], named: list[str]
+) -> None:
+    settings = replace(OAUTH, **{f"{prefix}_{name}": "" for name in blank})
+    with pytest.raises(OAuthError) as refused:
+        call(settings)  # before any request: there is no network here
+    keys = " and ".join(f"oauth.{prefix}_{name}" for name in named)
+    assert f"is not set up: set {keys} in config.yaml" in str(refused.value)
+
+
+# Google
+
+
+def test_the_google_sign_in_link_asks_for_offline_send_and_read_access() -> None:
+    url = google_authorization_url(OAUTH, GMAIL_REDIRECT, STATE, ADDRESS)
+    assert url.startswith("https://accounts.google.com/o/oauth2/v2/auth?")
+    assert _query(url) == {
+        "client_id": OAUTH.google_client_id,
+        "redirect_uri": "https://beacon.example/oauth/google/callback",
+        "response_type": "code",
+        "scope": "https://www.googleapis.com/auth/gmail.send "
+        "https://www.googleapis.com/auth/gmail.readonly",
+        "access_type": "offline",
+        "prompt": "consent",
+        "include_granted_scopes": "true",
+        "state": STATE,
+        "login_hint": ADDRESS,
+    }
+    assert "login_hint" not in _query(google_authorization_url(OAUTH, GMAIL_REDIRECT, STATE))
+    assert sign_in_url(OAUTH, "gmail", GMAIL_REDIRECT, STATE, ADDRESS) == url
+
+
+def test_a_google_code_is_exchanged_for_a_refresh_token() -> None:
+    google = FakeGoogle()
+    code = google.issue_code()
+    tokens = exchange_google_code(
+        OAUTH, code, GMAIL_REDIRECT, transport=google.transport(), clock=lambda: NOW
+    )
+    assert google.forms == [
+        {
+            "code": code,
+            "client_id": OAUTH.google_client_id,
+            "client_secret": OAUTH.google_client_secret,
+            "redirect_uri": GMAIL_REDIRECT,
+            "grant_type": "authorization_code",
+        }
+    ]
+    assert tokens == {
+        "refresh_token": next(iter(google.refresh_tokens)),
+        "access_token": GMAIL_TOKEN,
+        "expires_at": "2025-03-03T09:59:59+00:00",
+        "scopes": list(GMAIL_SCOPES),
+    }
+
+
+def _refuse(status: int, body: str) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(status, text=body))
+
+
+def _unreachable(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+@pytest.mark.parametrize(
+    ("transport", "expected"),
+    [
+        pytest.param(
+            None,  # the fake, with a code it never issued
+            "Google did not accept the sign-in code (invalid_grant: Bad Request); it expires "
+            "within minutes and works once: run `mailbeacon connect gmail` again",
+            id="invalid_grant",
+        ),
+        pytest.param(
+            _refuse(401, '{"error": "invalid_client", "error_description": "Unauthorized"}'),
+            "Google refused mailbeacon's app credentials (invalid_client: Unauthorized): check "
+            "oauth.google_client_id and oauth.google_client_secret",
+            id="invalid_client",
+        ),
+        pytest.param(
+            _refuse(502, "<html>Bad Gateway</html>"),
+            "Google sign-in failed (HTTP 502: no explanation)",
+            id="not json",
+        ),
+        pytest.param(
+            _refuse(200, '["not", "an", "object"]'),
+            "Google sign-in failed (HTTP 200: no explanation)",
+            id="not an object",
+        ),
+        pytest.param(
+            httpx.MockTransport(_unreachable),
+            "could not reach Google sign-in: ConnectError('connection refused'); try again",
+            id="unreachable",
+        ),
+    ],
+)
+def test_a_refused_google_code_says_what_to_do(
+    transport: httpx.BaseTransport | None, expected: str
+) -> None:
+    transport = transport or FakeGoogle().transport()
+    with pytest.raises(OAuthError) as refused:
+        exchange_google_code(OAUTH, "4/0AQ-never-issued", GMAIL_REDIRECT, transport=transport)
+    assert str(refused.value).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("scope", "refused"),
+    [
+        (GMAIL_SCOPES[1], "send"),
+        (GMAIL_SCOPES[0], "readonly"),
+        ("", "send and readonly"),
+    ],
+)
+def test_unticked_gmail_permissions_are_refused(scope: str, refused: str) -> None:
+    google = FakeGoogle(scope=scope)
+    with pytest.raises(OAuthError) as raised:
+        exchange_google_code(
+            OAUTH, google.issue_code(), GMAIL_REDIRECT, transport=google.transport()
+        )
+    assert str(raised.value).startswith(f"mailbeacon was not allowed to {refused} mail")
+    assert "tick every box" in str(raised.value)
+
+
+def test_a_google_answer_without_a_refresh_token_is_refused() -> None:
+    body = json.dumps({"access_token": "x", "expires_in": 3599, "scope": " ".join(GMAIL_SCOPES)})
+    with pytest.raises(OAuthError, match=r"^Google gave no refresh token: remove mailbeacon"):
+        exchange_google_code(OAUTH, "code", GMAIL_REDIRECT, transport=_refuse(200, body))
+
+
+@pytest.fixture
+def gmail() -> Iterator[FakeGmail]:
+    with FakeGmail(address=ADDRESS, token=GMAIL_TOKEN) as fake:
+        yield fake
+
+
+def test_the_address_comes_from_the_gmail_profile(gmail: FakeGmail) -> None:
+    settings = replace(OAUTH, gmail_api_endpoint=gmail.url)
+    expires_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    credentials = {"refresh_token": "1//0g", "access_token": GMAIL_TOKEN, "expires_at": expires_at}
+    assert gmail_address(credentials, settings) == ADDRESS
+    [asked] = gmail.requests
+    assert (asked.method, asked.path) == ("GET", "/gmail/v1/users/me/profile")
+
+
+def test_a_gmail_api_that_is_not_enabled_is_a_clear_error(gmail: FakeGmail) -> None:
+    settings = replace(OAUTH, gmail_api_endpoint=gmail.url)
+    gmail.fail_next(403, "accessNotConfigured", message="Gmail API has not been used in project 1")
+    expires_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    credentials = {"refresh_token": "1//0g", "access_token": GMAIL_TOKEN, "expires_at": expires_at}
+    with pytest.raises(OAuthError) as refused:
+        gmail_address(credentials, settings)
+    assert str(refused.value) == (
+        "Gmail answered 403 accessNotConfigured: Gmail API has not been used in project 1: "
+        "the mailbox could not be connected"
+    )
+
+
+def test_finishing_a_gmail_sign_in_gives_the_address_and_what_to_store(gmail: FakeGmail) -> None:
+    google = FakeGoogle()
+    settings = replace(OAUTH, gmail_api_endpoint=gmail.url)
+    callback = read_callback(
+        KEY, "gmail", {"state": make_state(KEY, 7, "gmail", NOW), "code": google.issue_code()}, NOW
+    )
+    connected = finish_sign_in(settings, callback, GMAIL_REDIRECT, transport=google.transport())
+    assert (connected.provider, connected.address) == ("gmail", ADDRESS)
+    # The access token expires within the hour: only the refresh token is worth keeping.
+    assert connected.credentials == {
+        "refresh_token": next(iter(google.refresh_tokens)),
+        "scopes": list(GMAIL_SCOPES),
+    }
+
+
+# Microsoft
+
+
+def test_the_microsoft_sign_in_link_asks_for_mail_and_a_refresh_token() -> None:
+    identity = FakeIdentity(ADDRESS)
+    url = microsoft_authorization_url(
+        OAUTH, OUTLOOK_REDIRECT, STATE, ADDRESS, identity.http_client()
+    )
+    assert url.startswith(f"{AUTHORITY_HOST}/common/oauth2/v2.0/authorize?")
+    query = _query(url)
+    assert set(query["scope"].split()) == {
+        "https://graph.microsoft.com/Mail.Send",
+        "https://graph.microsoft.com/Mail.ReadWrite",
+        "offline_access",  # the refresh token; msal adds it, with openid and profile
+        "openid",
+        "profile",
+    }
+    del query["scope"]
+    assert query == {
+        "client_id": CLIENT_ID,
+        "redirect_uri": "https://beacon.example/oauth/microsoft/callback",
+        "response_type": "code",
+        "state": STATE,
+        "login_hint": ADDRESS,
+        "prompt": "select_account",
+    }
+    assert (
+        sign_in_url(
+            OAUTH, "outlook", OUTLOOK_REDIRECT, STATE, ADDRESS, http_client=identity.http_client()
+        )
+        == url
+    )
+
+
+def test_a_microsoft_code_is_exchanged_for_a_refresh_token_and_the_address() -> None:
+    microsoft = FakeMicrosoft(FakeIdentity("Maria@US.example"))
+    code = microsoft.issue_code()
+    tokens = exchange_microsoft_code(OAUTH, code, OUTLOOK_REDIRECT, microsoft.http_client())
+    assert tokens == {"refresh_token": "rt-1", "address": ADDRESS}
+    assert tokens["refresh_token"] in microsoft.identity.refresh_tokens
+    [form] = microsoft.forms
+    assert (form["code"], form["redirect_uri"]) == (code, OUTLOOK_REDIRECT)
+    assert "offline_access" in form["scope"].split()
+
+
+def test_the_email_claim_is_preferred_to_the_sign_in_name() -> None:
+    claims = {"preferred_username": "maria.r@us.onmicrosoft.example", "email": ADDRESS}
+    microsoft = FakeMicrosoft(FakeIdentity(ADDRESS), claims)
+    tokens = exchange_microsoft_code(
+        OAUTH, microsoft.issue_code(), OUTLOOK_REDIRECT, microsoft.http_client()
+    )
+    assert tokens["address"] == ADDRESS
+
+
+@pytest.mark.parametrize(
+    ("settings", "claims", "code", "expected"),
+    [
+        pytest.param(
+            OAUTH,
+            None,
+            "0.AXoA-never-issued",
+            "Microsoft did not accept the sign-in code (invalid_grant: AADSTS54005",
+            id="invalid_grant",
+        ),
+        pytest.param(
+            replace(OAUTH, microsoft_client_secret="expired"),
+            None,
+            None,
+            "Microsoft refused mailbeacon's app credentials (invalid_client: AADSTS7000215: "
+            "Invalid client secret.): check oauth.microsoft_client_id and "
+            "oauth.microsoft_client_secret",
+            id="invalid_client",
+        ),
+        pytest.param(
+            OAUTH,
+            {},
+            None,
+            "Microsoft did not say which mailbox signed in",
+            id="no address",
+        ),
+        pytest.param(
+            replace(OAUTH, microsoft_tenant="contoso.example"),
+            None,
+            None,
+            "Microsoft sign-in is misconfigured (",
+            id="unknown tenant",
+        ),
+    ],
+)
+def test_a_refused_microsoft_code_says_what_to_do(
+    settings: OAuthSettings, claims: Json | None, code: str | None, expected: str
+) -> None:
+    microsoft = FakeMicrosoft(FakeIdentity(ADDRESS), claims)
+    code = code or microsoft.issue_code()
+    with pytest.raises(OAuthError) as refused:
+        exchange_microsoft_code(settings, code, OUTLOOK_REDIRECT, microsoft.http_client())
+    assert str(refused.value).startswith(expected)
+
+
+def test_microsoft_out_of_reach_is_a_clear_error() -> None:
+    unreachable = MsalHttpClient(httpx.Client(transport=httpx.MockTransport(_unreachable)))
+    with pytest.raises(OAuthError, match=r"^could not reach Microsoft sign-in: ConnectError"):
+        microsoft_authorization_url(OAUTH, OUTLOOK_REDIRECT, STATE, None, unreachable)
+
+
+def test_finishing_an_outlook_sign_in_gives_the_address_and_what_to_store() -> None:
+    microsoft = FakeMicrosoft(FakeIdentity(ADDRESS))
+    callback = Callback(7, "outlook", microsoft.issue_code())
+    connected = finish_sign_in(
+        OAUTH, callback, OUTLOOK_REDIRECT, http_client=microsoft.http_client()
+    )
+    assert (connected.provider, connected.address) == ("outlook", ADDRESS)
+    assert connected.credentials == {"refresh_token": "rt-1"}
