@@ -107,9 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     engine = make_engine(settings.database)
     if args.command == "serve":
+        from mailbeacon.cmd import prepare
         from mailbeacon.serve import serve
 
         upgrade(engine)
+        prepare(settings, engine)
         return serve(settings, engine)
     if args.command in ("init", "db"):
         upgrade(engine)

@@ -13,7 +13,7 @@ from bot.commands import CommandError, parse
 from bot.handlers import CommandFailed, Context, execute
 from bot.users import find_user, sync_config_users
 from mailbeacon.settings import Settings
-from outreach.accounts import mailbox_for_user
+from outreach.accounts import mailbox_for_user, set_default_mailbox
 from outreach.mailbox import Mailbox
 from outreach.oauth import OAuthError, check_configured, make_state, redirect_uri, sign_in_url
 from outreach.templates import sync_templates
@@ -26,6 +26,13 @@ def prepare(settings: Settings, engine: Engine) -> None:
     """What `serve` and `cmd` do at start: users from config, templates from their folder."""
     with engine.begin() as connection:
         sync_config_users(connection, settings.users)
+        default = settings.outreach.default_mailbox
+        if not set_default_mailbox(connection, default):
+            print(
+                f"mailbeacon: outreach.default_mailbox = {default!r} is not connected yet: "
+                f"run `mailbeacon connect gmail|outlook --as <its owner>` with that mailbox",
+                file=sys.stderr,
+            )
     report = sync_templates(engine, Path(settings.outreach.templates_dir))
     for bad in report.bad_files:
         print(f"mailbeacon: template {bad.name} skipped: {bad.reason}", file=sys.stderr)

@@ -176,3 +176,18 @@ def reencrypt_mailboxes(connection: Connection, cipher: CredentialCipher) -> int
             update(mailboxes).where(mailboxes.c.id == row.id).values(credentials=rotated)
         )
     return len(rows)
+
+
+def set_default_mailbox(connection: Connection, address: str) -> bool:
+    """Make the mailbox with this address the default (none, for an empty address); False when
+    no mailbox with that address is connected."""
+    wanted = address.strip().lower()
+    connection.execute(
+        update(mailboxes).values(is_default=func.lower(mailboxes.c.address) == wanted)
+    )
+    if not wanted:
+        return True
+    found = connection.scalar(
+        select(func.count()).select_from(mailboxes).where(func.lower(mailboxes.c.address) == wanted)
+    )
+    return bool(found)

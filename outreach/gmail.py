@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import getaddresses, parsedate_to_datetime
 from http.client import responses
@@ -31,9 +33,12 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
 from outreach.mailbox import DailyLimitReached, Delivered, MailboxError, PermanentFailure
+from outreach.pacing import Pacer
 from store.clock import Clock, utcnow
 
 MAX_RECIPIENTS = 100
+# messages.send costs 100 quota units of the 250 a user may spend each second.
+MAX_SENDS_PER_SECOND = 2
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 DAILY_LIMIT_REASONS = frozenset({"dailyLimitExceeded", "quotaExceeded"})
 
@@ -49,9 +54,12 @@ class GmailMailbox:
         api_endpoint: str | None = None,
         http: httplib2.Http | None = None,
         clock: Clock = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+        max_per_second: int = MAX_SENDS_PER_SECOND,
     ) -> None:
         self.address = address
         self._clock = clock
+        self._pacer = Pacer(max_per_second, timedelta(seconds=1), clock, sleep)
         # build() takes credentials or an http, not both: a given http is authorized here.
         auth: dict[str, Any] = (
             {"credentials": credentials}
@@ -93,6 +101,7 @@ class GmailMailbox:
                 f"to more than {MAX_RECIPIENTS} recipients (To, Cc and Bcc together); send it "
                 "as several messages"
             )
+        self._pacer.wait()
         body = {"raw": base64.urlsafe_b64encode(message.as_bytes()).decode("ascii")}
         if thread_id is not None:
             body["threadId"] = thread_id

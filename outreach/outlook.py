@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import base64
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -18,6 +17,7 @@ import msal
 from msal.exceptions import MsalServiceError
 
 from outreach.mailbox import DailyLimitReached, Delivered, MailboxError, PermanentFailure
+from outreach.pacing import Pacer
 from store.clock import Clock, utcnow
 
 GRAPH_URL = "https://graph.microsoft.com/v1.0"
@@ -150,25 +150,6 @@ class GraphTokens:
             except ValueError as exc:  # msal's word for an authority it cannot use
                 raise MailboxError(f"Outlook sign-in is misconfigured: {exc}") from exc
         return self._app
-
-
-class Pacer:
-    """At most `limit` events in any `window`: wait() sleeps until one more fits."""
-
-    def __init__(
-        self, limit: int, window: timedelta, clock: Clock, sleep: Callable[[float], None]
-    ) -> None:
-        self._limit, self._window, self._clock, self._sleep = limit, window, clock, sleep
-        self._times: deque[datetime] = deque()
-
-    def wait(self) -> None:
-        now = self._clock()
-        while self._times and now - self._times[0] >= self._window:
-            self._times.popleft()
-        if len(self._times) >= self._limit:
-            self._sleep((self._times.popleft() + self._window - now).total_seconds())
-            now = self._clock()
-        self._times.append(now)
 
 
 class OutlookMailbox:

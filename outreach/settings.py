@@ -13,3 +13,6 @@ class OutreachSettings:
     maildir: str = ""
     # A send-out to more endusers than this needs an admin.
     admin_send_threshold: int = 200
+    # The connected mailbox that users without one of their own send from (its address).
+    # Empty: the embedded Maildir.
+    default_mailbox: str = ""

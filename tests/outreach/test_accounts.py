@@ -20,6 +20,7 @@ from outreach.accounts import (
     mailbox_for_user,
     reencrypt_mailboxes,
     save_mailbox,
+    set_default_mailbox,
 )
 from outreach.gmail import GmailMailbox
 from outreach.maildir import MaildirMailbox, build_message
@@ -309,3 +310,15 @@ def _message(sender: str) -> Any:
     return build_message(
         sender=sender, to=["ann@customer.example"], subject="Renewal", html="<p>Hi</p>", text="Hi"
     )
+
+
+def test_config_names_the_default_mailbox(db: Connection, tmp_path: Path) -> None:
+    jonas = _user(db, "jonas@us.example")
+    _save(db, "smtp", "team@us.example", None)
+    _save(db, "smtp", "sales@us.example", None, make_default=True)
+    assert set_default_mailbox(db, "Team@us.example")
+    shared = _mailbox_for(db, jonas, "jonas@us.example", tmp_path)
+    assert shared.address == "team@us.example"
+    assert not set_default_mailbox(db, "nobody@us.example")  # not connected: said, no default
+    assert isinstance(_mailbox_for(db, jonas, "jonas@us.example", tmp_path), MaildirMailbox)
+    assert set_default_mailbox(db, "")

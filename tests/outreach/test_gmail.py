@@ -41,7 +41,10 @@ def gmail() -> Iterator[FakeGmail]:
 
 @pytest.fixture
 def box(gmail: FakeGmail) -> Iterator[GmailMailbox]:
-    with GmailMailbox(SENDER, _credentials(TOKEN), api_endpoint=gmail.url) as box:
+    # Pacing is tested on its own below; here it must not slow the tests down.
+    with GmailMailbox(
+        SENDER, _credentials(TOKEN), api_endpoint=gmail.url, sleep=lambda seconds: None
+    ) as box:
         yield box
 
 
@@ -337,3 +340,14 @@ def test_a_follow_up_campaign_goes_into_each_enduser_s_thread(
     nudge_message = sent[nudges[0].message_id]
     assert nudge_message["In-Reply-To"] == originals[0].message_id
     assert originals[0].message_id in str(nudge_message["References"])
+
+
+def test_sends_are_paced_to_gmails_per_second_quota(gmail: FakeGmail) -> None:
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    waits: list[float] = []
+    with GmailMailbox(
+        SENDER, _credentials(TOKEN), api_endpoint=gmail.url, clock=lambda: now, sleep=waits.append
+    ) as paced:
+        for _ in range(3):
+            paced.send(_message())
+    assert waits == [1.0]  # the third send within one second waits for the first to age out

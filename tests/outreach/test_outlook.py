@@ -18,7 +18,8 @@ from sqlalchemy import Engine, select, update
 from outreach.campaigns import run_campaign
 from outreach.mailbox import DailyLimitReached, MailboxError, PermanentFailure
 from outreach.maildir import build_message
-from outreach.outlook import GraphTokens, OutlookMailbox, Pacer, graph_error
+from outreach.outlook import GraphTokens, OutlookMailbox, graph_error
+from outreach.pacing import Pacer
 from store.schema import campaigns, emails
 from tests.fakes.graph import (
     AUTHORITY_HOST,
