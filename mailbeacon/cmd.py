@@ -13,7 +13,7 @@ from bot.commands import CommandError, parse
 from bot.handlers import CommandFailed, Context, execute
 from bot.users import find_user, sync_config_users
 from mailbeacon.settings import Settings
-from outreach.accounts import mailbox_for_user, set_default_mailbox
+from outreach.accounts import mailbox_for_user, reencrypt_mailboxes, set_default_mailbox
 from outreach.mailbox import Mailbox
 from outreach.oauth import OAuthError, check_configured, make_state, redirect_uri, sign_in_url
 from outreach.templates import sync_templates
@@ -23,9 +23,12 @@ from tracking.tokens import TokenSigner
 
 
 def prepare(settings: Settings, engine: Engine) -> None:
-    """What `serve` and `cmd` do at start: users from config, templates from their folder."""
+    """What `serve` and `cmd` do at start: users from config, credentials under the newest
+    key, the default mailbox, templates from their folder."""
     with engine.begin() as connection:
         sync_config_users(connection, settings.users)
+        # After a key rotation (a new key put first), the old key can go once this has run.
+        reencrypt_mailboxes(connection, CredentialCipher(settings.secrets.encryption_keys))
         default = settings.outreach.default_mailbox
         if not set_default_mailbox(connection, default):
             print(
@@ -38,16 +41,21 @@ def prepare(settings: Settings, engine: Engine) -> None:
         print(f"mailbeacon: template {bad.name} skipped: {bad.reason}", file=sys.stderr)
 
 
+NOT_A_USER = "{who} is not an internal user: add it under `users:` in the config file"
+
+
+def _user(settings: Settings, engine: Engine, who: str) -> Any:
+    prepare(settings, engine)
+    with engine.connect() as connection:
+        return find_user(connection, who)
+
+
 def run_cmd(
     settings: Settings, engine: Engine, text: str, who: str, yes: bool, as_json: bool
 ) -> int:
-    prepare(settings, engine)
-    with engine.connect() as connection:
-        user = find_user(connection, who)
+    user = _user(settings, engine, who)
     if user is None:
-        return _fail(
-            f"{who} is not an internal user: add it under `users:` in the config file", as_json
-        )
+        return _fail(NOT_A_USER.format(who=who), as_json)
     try:
         command = parse(text)
     except CommandError as exc:
@@ -104,13 +112,9 @@ def _fail(message: str, as_json: bool) -> int:
 def connect_link(settings: Settings, engine: Engine, provider: str, who: str) -> int:
     """Print the sign-in link that connects `who`'s own mailbox; the running server (`serve`)
     receives the answer at <tracking.base_url>/oauth/…/callback."""
-    prepare(settings, engine)
-    with engine.connect() as connection:
-        user = find_user(connection, who)
+    user = _user(settings, engine, who)
     if user is None:
-        return _fail(
-            f"{who} is not an internal user: add it under `users:` in the config file", False
-        )
+        return _fail(NOT_A_USER.format(who=who), False)
     try:
         check_configured(settings.oauth, provider)
         state = make_state(settings.tracking.signing_keys[0], user.id, provider, utcnow())
