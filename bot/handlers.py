@@ -15,7 +15,14 @@ from sqlalchemy import Connection, Engine, select
 from bot.commands import USAGE, Campaigns, Command, Help, Preview, Send, Templates
 from bot.permissions import Forbidden, check_command, check_send_size
 from outreach.audience import AudienceError, resolve_audience
-from outreach.campaigns import CampaignBusy, CampaignPlan, Outgoing, plan_campaign, run_campaign
+from outreach.campaigns import (
+    CampaignBusy,
+    CampaignPlan,
+    Outgoing,
+    RunReport,
+    plan_campaign,
+    run_campaign,
+)
 from outreach.mailbox import Mailbox
 from outreach.templates import RenderError, StoredTemplate, latest_template, list_templates
 from outreach.templates import render_all as render_each
@@ -46,6 +53,7 @@ class Context:
     signer: TokenSigner
     admin_send_threshold: int
     mailbox_for: Callable[[Any], Mailbox]  # a user's own mailbox
+    progress: Callable[[str], None] = lambda line: None  # long work says how far it got
 
 
 def execute(command: Command, context: Context, *, confirmed: bool = False) -> Reply:
@@ -174,7 +182,12 @@ def _send(command: Send, context: Context, confirmed: bool) -> Reply:
         connection.commit()
     mailbox = context.mailbox_for(context.user)
     owner = f"cmd:{context.user.email}"
-    report = run_campaign(context.engine, campaign_id, mailbox, owner=owner)
+    total = len(outgoing)
+
+    def tell(report: RunReport) -> None:
+        context.progress(f"campaign {campaign_id}: {report.sent + report.failed} of {total} done")
+
+    report = run_campaign(context.engine, campaign_id, mailbox, owner=owner, progress=tell)
     text = f"Campaign {campaign_id}: sent {report.sent} of {len(outgoing)} emails ({command.mode})."
     if report.paused:
         text += f"\nPaused: {report.paused}. It resumes when the limit lifts."

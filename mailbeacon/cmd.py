@@ -79,6 +79,7 @@ def run_cmd(
         signer=TokenSigner(settings.tracking.signing_keys),
         admin_send_threshold=settings.outreach.admin_send_threshold,
         mailbox_for=mailbox_for,
+        progress=lambda line: print(f"mailbeacon: {line}", file=sys.stderr, flush=True),
     )
     try:
         reply = execute(command, context, confirmed=yes)

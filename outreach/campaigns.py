@@ -174,8 +174,10 @@ def run_campaign(
     owner: str,
     clock: Clock = utcnow,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[RunReport], None] = lambda report: None,
 ) -> RunReport:
-    """Send what is left of the campaign; returns when it is done or paused."""
+    """Send what is left of the campaign; returns when it is done or paused. `progress` hears
+    the report after every chunk."""
     _take_lease(engine, campaign_id, owner, clock)
     report = RunReport()
     try:
@@ -211,6 +213,7 @@ def run_campaign(
             _record(engine, campaign_id, owner, clock, sent=sent, failed=failed, unsent=unsent)
             report.sent += len(sent)
             report.failed += len(failed)
+            progress(report)
             if report.paused:
                 _set_status(engine, campaign_id, "paused", report.paused)
                 return report

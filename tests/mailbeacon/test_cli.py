@@ -103,7 +103,9 @@ def test_cmd_runs_what_slash_beacon_runs(
     assert "Confirm to send (on the command line: --yes)." in capsys.readouterr().out
     assert not (tmp_path / "Maildir").exists()
     assert main(["cmd", f"send webinar to {audience}", *me, "--yes"]) == 0
-    assert "sent 4 of 4 emails" in capsys.readouterr().out  # EMEA: Northwind and Umbrella
+    output = capsys.readouterr()
+    assert "sent 4 of 4 emails" in output.out  # EMEA: Northwind and Umbrella
+    assert "campaign 1: 4 of 4 done" in output.err  # long work shows how far it got
     assert len(list((tmp_path / "Maildir" / ".Sent" / "new").iterdir())) == 4
 
 
