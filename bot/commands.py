@@ -44,7 +44,14 @@ class Campaigns:
     scope: Literal["mine", "all"] = "mine"
 
 
-Command = Help | Templates | Preview | Send | Campaigns
+@dataclass(frozen=True)
+class NonOpeners:
+    campaign: str  # an id (12 or #12) or a campaign's name
+    outcome: Literal["opened", "clicked", "replied"] = "opened"
+    include_machine: bool = False
+
+
+Command = Help | Templates | Preview | Send | Campaigns | NonOpeners
 
 USAGE = {
     "help": "/beacon help",
@@ -55,6 +62,9 @@ USAGE = {
         "[track opens,clicks|opens|clicks|none]"
     ),
     "campaigns": "/beacon campaigns [mine|all]",
+    "nonopeners": (
+        "/beacon nonopeners <campaign> [not opened|not clicked|not replied] [include machine]"
+    ),
 }
 
 
@@ -181,11 +191,36 @@ def _campaigns(text: str, args: list[_Token]) -> Command:
     raise CommandError("list `mine` or `all` campaigns", USAGE["campaigns"])
 
 
+_OUTCOMES: dict[str, Literal["opened", "clicked", "replied"]] = {
+    "opened": "opened",
+    "clicked": "clicked",
+    "replied": "replied",
+}
+
+
+def _nonopeners(text: str, args: list[_Token]) -> Command:
+    if not args:
+        raise CommandError("say which campaign (its number or name)", USAGE["nonopeners"])
+    words = [a.word for a in args[1:]]
+    include_machine = words[-2:] == ["include", "machine"]
+    if include_machine:
+        words = words[:-2]
+    if not words:
+        return NonOpeners(args[0].text, "opened", include_machine)
+    if len(words) == 2 and words[0] == "not" and words[1] in _OUTCOMES:
+        return NonOpeners(args[0].text, _OUTCOMES[words[1]], include_machine)
+    raise CommandError(
+        f"`{' '.join(words)}`: ask for `not opened`, `not clicked` or `not replied`",
+        USAGE["nonopeners"],
+    )
+
+
 _PARSERS: dict[str, Callable[[str, list[_Token]], Command]] = {
     "help": _no_arguments(Help(), "help"),
     "templates": _no_arguments(Templates(), "templates"),
     "preview": _preview,
     "send": _send,
     "campaigns": _campaigns,
+    "nonopeners": _nonopeners,
 }
 assert set(_PARSERS) == set(USAGE)

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from bot.commands import USAGE, Campaigns, Command, Help, Preview, Send, Templates
-from bot.permissions import Forbidden, check_command, check_send_size
+from bot.commands import USAGE, Campaigns, Command, Help, NonOpeners, Preview, Send, Templates
+from bot.permissions import Forbidden, check_campaign_access, check_command, check_send_size
 from outreach.audience import AudienceError, resolve_audience
 from outreach.campaigns import (
     CampaignBusy,
@@ -27,6 +27,7 @@ from outreach.mailbox import Mailbox
 from outreach.templates import RenderError, StoredTemplate, latest_template, list_templates
 from outreach.templates import render_all as render_each
 from store.schema import campaigns, companies, templates
+from tracking.analytics import not_engaged
 from tracking.instrument import TrackingFlags
 from tracking.settings import TrackingSettings
 from tracking.tokens import TokenSigner
@@ -69,6 +70,8 @@ def execute(command: Command, context: Context, *, confirmed: bool = False) -> R
             return _send(command, context, confirmed)
         if isinstance(command, Campaigns):
             return _campaigns(command, context)
+        if isinstance(command, NonOpeners):
+            return _nonopeners(command, context)
     except AudienceError as exc:
         audience = command.audience if isinstance(command, Send) else getattr(command, "to", "")
         raise CommandFailed(f"in the audience:\n{exc.pretty(audience)}") from None
@@ -241,6 +244,61 @@ def _campaigns(command: Campaigns, context: Context) -> Reply:
         for c in data
     ]
     return Reply("\n".join(lines), {"campaigns": data})
+
+
+def _nonopeners(command: NonOpeners, context: Context) -> Reply:
+    with context.engine.connect() as connection:
+        campaign = _campaign(connection, command.campaign, context.user)
+        check_campaign_access(context.user, campaign.sender_user_id)
+        found = not_engaged(
+            connection, campaign.id, command.outcome, include_machine=command.include_machine
+        )
+    who = [
+        {"email_id": r.email_id, "email": r.email, "name": r.name, "company": r.company}
+        for r in found.endusers
+    ]
+    counting = (
+        "machine opens and clicks count too"
+        if command.include_machine
+        else "machine opens and clicks do not count; add `include machine` to count them"
+    )
+    title = (
+        f"{len(who)} {'enduser has' if len(who) == 1 else 'endusers have'} not "
+        f"{command.outcome} campaign #{campaign.id} ({campaign.name})"
+    )
+    lines = [f"{title}: {counting}." if command.outcome != "replied" else f"{title}."]
+    lines += [
+        f"- {w['email']}"
+        + (
+            f" ({', '.join(x for x in (w['name'], w['company']) if x)})"
+            if w["name"] or w["company"]
+            else ""
+        )
+        for w in who
+    ]
+    if found.untracked:
+        lines.append(f"{found.untracked} emails were sent without that tracking: nobody can tell.")
+    data = {
+        "campaign": campaign.id,
+        "outcome": command.outcome,
+        "endusers": who,
+        "untracked": found.untracked,
+        "include_machine": command.include_machine,
+    }
+    return Reply("\n".join(lines), data)
+
+
+def _campaign(connection: Connection, name: str, user: Any) -> Any:
+    """A campaign by number (12, #12) or by name (the newest of that name the user sent)."""
+    query = select(campaigns)
+    if name.lstrip("#").isdigit():
+        query = query.where(campaigns.c.id == int(name.lstrip("#")))
+    else:
+        query = query.where(campaigns.c.name == name, campaigns.c.sender_user_id == user.id)
+    found = connection.execute(query.order_by(campaigns.c.id.desc()).limit(1)).first()
+    if found is None:
+        raise CommandFailed(f"there is no campaign `{name}`: `/beacon campaigns` lists yours")
+    return found
 
 
 def _contexts(

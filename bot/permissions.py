@@ -22,3 +22,11 @@ def check_send_size(user: Any, recipients: int, threshold: int) -> None:
             f"sending to {recipients} endusers needs an admin (members may send to at most "
             f"{threshold}): narrow the audience or ask an admin"
         )
+
+
+def check_campaign_access(user: Any, campaign_owner_id: int | None) -> None:
+    if campaign_owner_id != user.id and user.role != "admin":
+        raise Forbidden(
+            "that campaign was sent by someone else: only an admin may look into other "
+            "people's campaigns (`/beacon campaigns` lists yours)"
+        )

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from bot.commands import USAGE
 from mailbeacon.cli import _parser
 from mailbeacon.settings import Settings
 
@@ -53,3 +54,7 @@ def test_every_command_is_in_the_readme() -> None:
     names = list(commands.choices)
     assert "serve" in names
     assert [name for name in names if f"`mailbeacon {name}" not in README] == []
+
+
+def test_every_slash_command_is_in_the_readme() -> None:
+    assert [usage for usage in USAGE.values() if usage not in README] == []

@@ -8,6 +8,7 @@ from bot.commands import (
     Command,
     CommandError,
     Help,
+    NonOpeners,
     Preview,
     Send,
     Templates,
@@ -83,3 +84,29 @@ def test_mistakes_say_what_was_wrong_and_show_the_usage(
     else:
         assert raised.value.usage == USAGE[usage]
     assert str(raised.value).endswith(raised.value.usage)
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("nonopeners 12", NonOpeners("12")),
+        ("nonopeners #12 not clicked", NonOpeners("#12", "clicked")),
+        ("nonopeners outage not replied include machine", NonOpeners("outage", "replied", True)),
+        ("nonopeners outage include machine", NonOpeners("outage", "opened", True)),
+    ],
+)
+def test_nonopeners_parses(text: str, command: Command) -> None:
+    assert parse(text) == command
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nonopeners", "say which campaign"),
+        ("nonopeners 12 not seen", "`not seen`: ask for `not opened`, `not clicked`"),
+    ],
+)
+def test_nonopeners_mistakes(text: str, message: str) -> None:
+    with pytest.raises(CommandError, match=message) as raised:
+        parse(text)
+    assert raised.value.usage == USAGE["nonopeners"]

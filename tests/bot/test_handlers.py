@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import mailbox
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from bot.commands import parse
 from bot.handlers import CommandFailed, Context, Reply, execute
@@ -16,7 +18,10 @@ from outreach.importer import import_file
 from outreach.mailbox import Mailbox
 from outreach.maildir import MaildirMailbox
 from outreach.templates import sync_templates
-from store.schema import campaigns, emails, endusers, engagements
+from store.clock import utcnow
+from store.schema import campaigns, emails, endusers, engagements, events
+from tracking.classify import Hit, Rules
+from tracking.recorder import Recorder
 from tracking.settings import TrackingSettings
 from tracking.tokens import TokenSigner
 
@@ -181,3 +186,76 @@ def test_campaigns_lists_mine_and_admins_see_all(store: Engine, tmp_path: Path) 
     assert "webinar: sent, 1/1 sent" in run(store, tmp_path, "campaigns", "member@us.example").text
     assert run(store, tmp_path, "campaigns", "boss@us.example").data["campaigns"] == []
     assert len(run(store, tmp_path, "campaigns all", "boss@us.example").data["campaigns"]) == 1
+
+
+PEOPLE = [
+    "dana.reyes@acme-logistics.example",  # opens it (a person)
+    "sam.okafor@acme-logistics.example",  # only Apple Mail Privacy Protection fetches it
+    "lee.chen@acme-logistics.example",  # images off, clicks a link
+    "priya.nair@bluebird-health.example",  # replies without opening
+    "ingrid.larsen@northwind.example",  # nothing
+]
+
+
+def _play(store: Engine) -> int:
+    with store.connect() as connection:
+        rows = connection.execute(select(emails.c.id, emails.c.to_addrs)).all()
+    email_of = {row.to_addrs[0]: row.id for row in rows}
+    person = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
+    an_hour_later = utcnow() + timedelta(hours=1)  # well past the machine window after sending
+
+    async def hits() -> None:
+        recorder = Recorder(store, TrackingSettings(base_url="https://t.example"), Rules())
+        recorder.start()
+        await recorder.record(email_of[PEOPLE[0]], Hit("open", an_hour_later, user_agent=person))
+        await recorder.record(
+            email_of[PEOPLE[1]], Hit("open", an_hour_later, user_agent="Mozilla/5.0")
+        )
+        await recorder.record(
+            email_of[PEOPLE[2]], Hit("click", an_hour_later, 1, user_agent=person)
+        )
+        await recorder.stop()
+
+    asyncio.run(hits())
+    with store.begin() as connection:  # what reply sync records (issue 4)
+        connection.execute(
+            events.insert().values(email_id=email_of[PEOPLE[3]], kind="reply", at=an_hour_later)
+        )
+        connection.execute(
+            update(engagements)
+            .where(engagements.c.email_id == email_of[PEOPLE[3]])
+            .values(reply_rate=100, replies=1, replied_at=an_hour_later)
+        )
+    with store.connect() as connection:
+        return int(connection.scalar(select(campaigns.c.id)) or 0)
+
+
+@pytest.mark.parametrize(
+    ("ask", "expected"),
+    [
+        ("", [1, 3, 4]),
+        ("include machine", [3, 4]),
+        ("not opened", [1, 3, 4]),
+        ("not clicked", [0, 1, 3, 4]),
+        ("not clicked include machine", [0, 1, 3, 4]),
+        ("not replied", [0, 1, 2, 4]),
+    ],
+)
+def test_nonopeners_lists_exactly_who_has_not(
+    store: Engine, tmp_path: Path, ask: str, expected: list[int]
+) -> None:
+    run(store, tmp_path, f"send webinar to {', '.join(PEOPLE)}", yes=True)
+    campaign = _play(store)
+    reply = run(store, tmp_path, f"nonopeners {campaign} {ask}")
+    assert [e["email"] for e in reply.data["endusers"]] == sorted(PEOPLE[i] for i in expected)
+    assert reply.data["untracked"] == 0
+    by_name = run(store, tmp_path, f"nonopeners webinar {ask}")
+    assert by_name.data["endusers"] == reply.data["endusers"]
+
+
+def test_nonopeners_of_an_unknown_or_someone_elses_campaign(store: Engine, tmp_path: Path) -> None:
+    with pytest.raises(CommandFailed, match="there is no campaign `#99`"):
+        run(store, tmp_path, "nonopeners #99")
+    run(store, tmp_path, f"send webinar to {PEOPLE[0]}", "boss@us.example", yes=True)
+    with pytest.raises(CommandFailed, match="only an admin may look into other people's"):
+        run(store, tmp_path, "nonopeners 1", "member@us.example")
