@@ -222,6 +222,9 @@ events = Table(
     Column("machine", Boolean, nullable=False, server_default="0"),
     Column("machine_reason", String(32)),
     Column("details", JSON),
+    # Replies, auto-replies and bounces: the incoming message's Message-ID, so a re-sync
+    # records nothing twice.
+    Column("inbound_message_id", String(998), unique=True),
     CheckConstraint("kind IN ('open', 'click', 'reply', 'auto_reply', 'bounce')", name="kind"),
     # The recorder's look-back: this email's recent clicks (or opens) only.
     Index(None, "email_id", "kind", "at"),

@@ -65,7 +65,9 @@ def _earliest(*times: datetime | None) -> datetime | None:
     return min((t for t in times if t is not None), default=None)
 
 
-# What opens and clicks can change; replies, auto-replies and bounces are written elsewhere.
+# What replies, auto-replies and bounces change (tracking/replies.py).
+INBOUND_COLUMNS = ("reply_rate", "replies", "replied_at", "auto_replied_at", "bounced_at")
+# What opens and clicks change (tracking/record.py).
 HIT_COLUMNS = (
     "open_rate",
     "open_rate_raw",

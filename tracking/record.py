@@ -15,7 +15,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from store.schema import UTCDateTime, emails, endusers, engagements, events, links
 from store.sql import greatest, least
 from tracking.classify import HONEYPOT_IDX, WINDOW, EmailFacts, Hit, Rules, classify_window
-from tracking.engagement import HIT_COLUMNS, Tally, engagement_values
+from tracking.engagement import HIT_COLUMNS, INBOUND_COLUMNS, Tally, engagement_values
 
 # How long the facts of an email are trusted: an enduser's opt-out takes effect within this.
 FACTS_TTL_SECONDS = 30.0
@@ -267,10 +267,10 @@ def _event_row(email_id: int, hit: Hit, reason: str | None) -> dict[str, Any]:
 
 # Adding a batch to a stored engagement row: counts add up, a rate that reached 100 stays 100,
 # and first times keep the earliest. The rules themselves live in engagement_values().
-_COUNTS = ("opens", "opens_raw", "clicks", "clicks_raw")
-_RATES = ("open_rate", "open_rate_raw", "click_rate", "click_rate_raw")
-_FIRSTS = ("first_opened_at", "first_clicked_at")
-assert set(_COUNTS + _RATES + _FIRSTS) == set(HIT_COLUMNS)
+_COUNTS = ("opens", "opens_raw", "clicks", "clicks_raw", "replies")
+_RATES = ("open_rate", "open_rate_raw", "click_rate", "click_rate_raw", "reply_rate")
+_FIRSTS = ("first_opened_at", "first_clicked_at", "replied_at", "auto_replied_at", "bounced_at")
+assert set(_COUNTS + _RATES + _FIRSTS) == set(HIT_COLUMNS + INBOUND_COLUMNS)
 
 
 def _merge(name: str) -> Any:
@@ -283,11 +283,34 @@ def _merge(name: str) -> Any:
     return func.coalesce(least(column, value), column, value)
 
 
-_MERGE = (
-    update(engagements)
-    .where(engagements.c.email_id == bindparam("target_id"))
-    .values({name: _merge(name) for name in HIT_COLUMNS})
-)
+def _merge_statement(columns: tuple[str, ...]) -> Any:
+    return (
+        update(engagements)
+        .where(engagements.c.email_id == bindparam("target_id"))
+        .values({name: _merge(name) for name in columns})
+    )
+
+
+_MERGES: dict[tuple[str, ...], Any] = {
+    columns: _merge_statement(columns) for columns in (HIT_COLUMNS, INBOUND_COLUMNS)
+}
+
+
+def merge_into_engagements(
+    connection: Connection,
+    batch: dict[int, list[Tally]],
+    flags: dict[int, tuple[bool, bool]],
+    columns: tuple[str, ...],
+) -> None:
+    """Add each email's new tallies to its engagement row with one atomic UPDATE: no read, so
+    writers in other processes cannot be missed. `flags`: (open tracking, click tracking)."""
+    rows = []
+    for email_id, tallies in sorted(batch.items()):
+        opens, clicks = flags[email_id]
+        values = engagement_values(tallies, open_tracking=opens, click_tracking=clicks)
+        rows.append({"target_id": email_id, **{name: values[name] for name in columns}})
+    if rows:
+        connection.execute(_MERGES[columns], rows)
 
 
 def _add_to_engagements(
@@ -296,20 +319,12 @@ def _add_to_engagements(
     skip: set[int],
     known: dict[int, _Email],
 ) -> None:
-    """One atomic UPDATE per email: no read, so writers in other processes cannot be missed."""
     batch: dict[int, list[Tally]] = defaultdict(list)
     for event in new_events:
         if event["email_id"] not in skip:
             batch[event["email_id"]].append(Tally(event["kind"], event["machine"], 1, event["at"]))
-    rows = []
-    for email_id, tallies in sorted(batch.items()):
-        email = known[email_id]
-        values = engagement_values(
-            tallies, open_tracking=email.open_tracking, click_tracking=email.click_tracking
-        )
-        rows.append({"target_id": email_id, **{name: values[name] for name in HIT_COLUMNS}})
-    if rows:
-        connection.execute(_MERGE, rows)
+    flags = {i: (known[i].open_tracking, known[i].click_tracking) for i in batch}
+    merge_into_engagements(connection, batch, flags, HIT_COLUMNS)
 
 
 def _recount_engagements(

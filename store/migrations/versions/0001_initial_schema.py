@@ -497,6 +497,7 @@ def upgrade() -> None:
         sa.Column("machine", sa.Boolean(), server_default="0", nullable=False),
         sa.Column("machine_reason", sa.String(length=32), nullable=True),
         sa.Column("details", sa.JSON(), nullable=True),
+        sa.Column("inbound_message_id", sa.String(length=998), nullable=True),
         sa.CheckConstraint(
             "kind IN ('open', 'click', 'reply', 'auto_reply', 'bounce')",
             name=op.f("ck_events_kind"),
@@ -505,6 +506,7 @@ def upgrade() -> None:
             ["email_id"], ["emails.id"], name=op.f("fk_events_email_id_emails"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
+        sa.UniqueConstraint("inbound_message_id", name=op.f("uq_events_inbound_message_id")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.create_index(
