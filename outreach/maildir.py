@@ -4,6 +4,7 @@ layout, as mbsync and offlineimap keep it), which any mail client can read."""
 from __future__ import annotations
 
 import mailbox
+from collections.abc import Iterator
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, make_msgid
@@ -60,6 +61,15 @@ class MaildirMailbox:
         if self._sent_ids is not None:
             self._sent_ids[message["Message-ID"]] = key
         return Delivered(message["Message-ID"], key, thread_id)
+
+    def incoming(self) -> Iterator[tuple[str, bytes]]:
+        """Every message in the inbox (the Maildir's top folder), as mbsync or offlineimap
+        keep it: reply sync records each one once, however often it runs."""
+        self._sent()  # creates the folders on first use
+        inbox = mailbox.Maildir(self.folder)
+        for key in sorted(inbox.iterkeys()):
+            with inbox.get_file(key) as f:
+                yield key, f.read()
 
     def find_sent(self, message_id: str) -> Delivered | None:
         if self._sent_ids is None:

@@ -1,0 +1,172 @@
+"""Reply sync through the Maildir mailbox: each reply, auto-reply and bounce once, credited to
+the email it answers, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import mailbox
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from outreach.campaigns import Outgoing, plan_campaign, run_campaign
+from outreach.maildir import MaildirMailbox
+from store.schema import emails, endusers, engagements, events, users
+from tests.outreach.test_campaigns import PLAN, SENDER, SIGNER, TRACKING
+from tracking.replies import sync_inbox
+
+SOFIA, JONAS, ANN = "sofia@customer.example", "jonas@customer.example", "ann@other.example"
+
+
+def _send(engine: Engine, box: MaildirMailbox, outgoing: list[Outgoing], **plan: Any) -> list[Any]:
+    with engine.begin() as connection:
+        campaign = plan_campaign(connection, replace(PLAN, **plan), outgoing, SIGNER, TRACKING)
+    run_campaign(engine, campaign, box, owner="test")
+    with engine.connect() as connection:
+        query = select(emails).where(emails.c.campaign_id == campaign).order_by(emails.c.id)
+        return list(connection.execute(query))
+
+
+def _deliver(folder: Path, text: str) -> None:
+    mailbox.Maildir(folder).add(text.replace("\n", "\r\n").encode())
+
+
+def _engagement(engine: Engine, email_id: int) -> Any:
+    with engine.connect() as connection:
+        return connection.execute(
+            select(engagements).where(engagements.c.email_id == email_id)
+        ).one()
+
+
+def test_replies_auto_replies_and_bounces_are_credited_to_the_right_email(
+    engine: Engine, tmp_path: Path
+) -> None:
+    folder = tmp_path / "Maildir"
+    box = MaildirMailbox(folder, SENDER)
+    with engine.begin() as connection:
+        ids = {
+            address: connection.execute(
+                endusers.insert().values(email=address, attributes={}).returning(endusers.c.id)
+            ).scalar_one()
+            for address in (SOFIA, JONAS, ANN)
+        }
+        connection.execute(users.insert().values(email="colleague@us.example"))
+    # Email 1 to Sofia and Jonas together (Sofia first), Email 2 a follow-up in the same thread,
+    # and one to Ann that will bounce.
+    [first] = _send(engine, box, [Outgoing([SOFIA, JONAS], "Outage", "<p>1</p>", "1", ids[SOFIA])])
+    [second] = _send(
+        engine,
+        box,
+        [Outgoing([SOFIA], "x", "<p>2</p>", "2", ids[SOFIA])],
+        follow_up_of=first.campaign_id,
+    )
+    [to_ann] = _send(engine, box, [Outgoing([ANN], "Hello", "<p>3</p>", "3", ids[ANN])])
+
+    _deliver(
+        folder,
+        f"""From: Jonas <{JONAS}>
+To: {SENDER}
+Subject: Re: Outage
+Message-ID: <reply-1@customer.example>
+In-Reply-To: {second.message_id}
+References: {first.message_id} {second.message_id}
+
+Thanks, all good now.
+
+On Mon, Nov 23, 2026 at 10:00 AM <{SENDER}> wrote:
+> 2
+""",
+    )
+    _deliver(
+        folder,
+        f"""From: Sofia <{SOFIA}>
+To: {SENDER}
+Subject: Automatic reply: Outage
+Message-ID: <oof-1@customer.example>
+Auto-Submitted: auto-replied
+In-Reply-To: {first.message_id}
+
+I am out of the office until Monday.
+""",
+    )
+    _deliver(
+        folder,
+        f"""From: Mail Delivery System <MAILER-DAEMON@mx.other.example>
+To: {SENDER}
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <dsn-1@mx.other.example>
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+Your message could not be delivered.
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.other.example
+
+Final-Recipient: rfc822; {ANN}
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <{ANN}>: Recipient address rejected
+
+--B
+Content-Type: text/rfc822-headers
+
+From: {SENDER}
+To: {ANN}
+Subject: Hello
+Message-ID: {to_ann.message_id}
+
+--B--
+""",
+    )
+    _deliver(
+        folder,
+        f"""From: A colleague <colleague@us.example>
+To: {SENDER}
+Subject: Re: Outage
+Message-ID: <internal-1@us.example>
+In-Reply-To: {first.message_id}
+
+Nice one.
+""",
+    )
+    _deliver(
+        folder,
+        """From: Someone <someone@else.example>
+To: me@us.example
+Subject: Lunch?
+Message-ID: <lunch@else.example>
+
+Lunch?
+""",
+    )
+
+    report = sync_inbox(engine, box, internal_domains=["us.example"])
+    assert report.seen == 5
+    assert report.recorded == {"reply": 1, "auto_reply": 1, "bounce": 1}
+
+    # The seed's case: the reply answers Email 2; Email 1 stays without one.
+    assert _engagement(engine, second.id).reply_rate == 100
+    assert _engagement(engine, first.id).reply_rate == 0
+    # Jonas replied to an email whose first recipient is Sofia: Sofia's (the email's) outcome.
+    assert second.enduser_id == ids[SOFIA]
+    # An out-of-office is not a reply; a bounce is not either.
+    oof = _engagement(engine, first.id)
+    assert oof.auto_replied_at is not None and oof.replies == 0
+    bounced = _engagement(engine, to_ann.id)
+    assert bounced.bounced_at is not None and bounced.reply_rate == 0
+    with engine.connect() as connection:
+        ann = connection.execute(select(endusers).where(endusers.c.email == ANN)).one()
+        stored = connection.execute(select(events).where(events.c.kind == "reply")).one()
+    assert ann.bounced_at is not None  # left out of later audiences unless forced
+    assert stored.details["from"] == JONAS and stored.details["snippet"] == "Thanks, all good now."
+
+    # Syncing again records nothing new.
+    assert sync_inbox(engine, box, internal_domains=["us.example"]).recorded == {}

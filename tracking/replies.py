@@ -1,0 +1,117 @@
+"""Replies, auto-replies and bounces enter the same event log as opens and clicks: each incoming
+message once, credited to the exact email it answers (DESIGN §3 rules 3-5)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import message_from_bytes, policy
+from typing import Protocol
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from store.clock import Clock, utcnow
+from store.schema import emails, endusers, events, users
+from tracking.engagement import INBOUND_COLUMNS, Tally
+from tracking.inbound import Inbound, classify_inbound, credited_email
+from tracking.record import merge_into_engagements
+
+COUNTED = ("reply", "auto_reply", "bounce")
+
+
+class Inbox(Protocol):
+    """What reply sync needs of a mailbox: the messages that arrived, as raw bytes."""
+
+    address: str
+
+    def incoming(self) -> Iterable[tuple[str, bytes]]: ...
+
+
+@dataclass
+class SyncReport:
+    seen: int = 0
+    recorded: dict[str, int] = field(default_factory=dict)  # kind -> how many
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} {kind.replace('_', '-')}" for kind, n in self.recorded.items())
+        return f"{self.seen} messages read; recorded: {counts or 'nothing new'}"
+
+
+def record_inbound(
+    connection: Connection, inbound: Inbound, *, received_at: datetime, fallback_id: str
+) -> int | None:
+    """Store the message as an event of the email it answers and update that email's
+    engagement row; the email id, or None when it answers none of ours, is internal, or was
+    recorded before."""
+    if inbound.kind not in COUNTED:
+        return None
+    key = inbound.message_id or fallback_id
+    if connection.scalar(select(events.c.id).where(events.c.inbound_message_id == key)):
+        return None
+    candidates = [i for i in (inbound.in_reply_to, *inbound.references) if i]
+    ours = {
+        row.message_id: row.id
+        for row in connection.execute(
+            select(emails.c.id, emails.c.message_id).where(emails.c.message_id.in_(candidates))
+        )
+    }
+    email_id = credited_email(inbound, ours)
+    if email_id is None:
+        return None
+    details: dict[str, object] = {
+        "from": inbound.sender,
+        "subject": inbound.subject[:300],
+        "snippet": inbound.snippet[:300],
+        "reason": inbound.reason,
+    }
+    if inbound.failed_recipients:
+        details["failed_recipients"] = list(inbound.failed_recipients)
+    connection.execute(
+        events.insert().values(
+            email_id=email_id,
+            kind=inbound.kind,
+            at=received_at,
+            details=details,
+            inbound_message_id=key,
+        )
+    )
+    tallies = {email_id: [Tally(inbound.kind, False, 1, received_at)]}
+    merge_into_engagements(connection, tallies, {email_id: (True, True)}, INBOUND_COLUMNS)
+    if inbound.kind == "bounce" and inbound.failed_recipients:
+        # Left out of later audiences unless forced.
+        connection.execute(
+            update(endusers)
+            .where(func.lower(endusers.c.email).in_(list(inbound.failed_recipients)))
+            .values(bounced_at=received_at)
+        )
+    return email_id
+
+
+def sync_inbox(
+    engine: Engine,
+    inbox: Inbox,
+    *,
+    internal_domains: Collection[str],
+    clock: Clock = utcnow,
+) -> SyncReport:
+    """Read what arrived and record every reply, auto-reply and bounce to one of our emails.
+    Running it again records nothing new."""
+    report = SyncReport()
+    with engine.connect() as connection:
+        internal = {address.lower() for address in connection.scalars(select(users.c.email))}
+    for key, raw in inbox.incoming():
+        report.seen += 1
+        message = message_from_bytes(raw, policy=policy.compat32)
+        inbound = classify_inbound(
+            message, internal_domains=internal_domains, internal_addresses=internal
+        )
+        fallback = hashlib.sha256(f"{inbox.address}\0{key}".encode()).hexdigest()
+        with engine.begin() as connection:
+            email_id = record_inbound(
+                connection, inbound, received_at=clock(), fallback_id=f"<{fallback}@mailbeacon>"
+            )
+        if email_id is not None:
+            report.recorded[inbound.kind] = report.recorded.get(inbound.kind, 0) + 1
+    return report
