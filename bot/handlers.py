@@ -277,7 +277,11 @@ def _nonopeners(command: NonOpeners, context: Context) -> Reply:
         for w in who
     ]
     if found.untracked:
-        lines.append(f"{found.untracked} emails were sent without that tracking: nobody can tell.")
+        n = found.untracked
+        lines.append(
+            f"{n} {'email was' if n == 1 else 'emails were'} sent without that tracking: "
+            "nobody can tell."
+        )
     data = {
         "campaign": campaign.id,
         "outcome": command.outcome,

@@ -8,6 +8,7 @@ email's engagement row and the human and raw rates.
 
 from __future__ import annotations
 
+import mailbox
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from store.engine import make_engine
 from store.migrate import upgrade
 from store.schema import emails, endusers, engagements, events, links
 from tracking.analytics import Rates, average_rates
+from tracking.replies import sync_inbox
 from tracking.tokens import TokenSigner
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -84,9 +86,60 @@ def run_demo(out: Callable[[str], None] = print) -> int:
         with running_in_thread(config):
             out(f"\n3. Tracking server on {settings.tracking.base_url}; playing the recipients")
             _play(sent, out)
+        out("\n4. Answers arrive in the Maildir inbox, and a reply sync reads them")
+        _answers(engine, settings, sent, out)
         _report(engine, sent, out)
+        out("\n7. /beacon nonopeners outage")
+        reply = execute(
+            parse(f"nonopeners {TEMPLATE}"), _context(engine, settings), confirmed=False
+        )
+        out("   " + reply.text.replace("\n", "\n   "))
         engine.dispose()
     return 0
+
+
+def _context(engine: Engine, settings: Settings) -> Context:
+    """The demo's sender, as the command layer sees them."""
+    with engine.connect() as connection:
+        sender = find_user(connection, SENDER)
+    return Context(
+        engine=engine,
+        user=sender,
+        tracking=settings.tracking,
+        signer=TokenSigner(settings.tracking.signing_keys),
+        admin_send_threshold=settings.outreach.admin_send_threshold,
+        mailbox_for=lambda user: MaildirMailbox(Path(settings.outreach.maildir), user.email),
+    )
+
+
+def _answers(
+    engine: Engine, settings: Settings, sent: list[Sent], out: Callable[[str], None]
+) -> None:
+    with engine.connect() as connection:
+        rows = connection.execute(select(emails.c.id, emails.c.message_id))
+        message_ids = {row.id: row.message_id for row in rows}
+    person, away, gone = sent[2], sent[3], sent[5]
+    inbox = mailbox.Maildir(Path(settings.outreach.maildir))
+    out(f"   - {person.to} replies; {away.to} is out of office; {gone.to} bounces")
+    for text in (
+        f"From: {person.to}\nTo: {SENDER}\nSubject: Re: our incident\n"
+        "Message-ID: <demo-reply@customer.example>\n"
+        f"In-Reply-To: {message_ids[person.email_id]}\n\nThanks for the heads-up, retrying now.\n",
+        f"From: {away.to}\nTo: {SENDER}\nSubject: Automatic reply: our incident\n"
+        f"Message-ID: <demo-oof@customer.example>\nAuto-Submitted: auto-replied\n"
+        f"In-Reply-To: {message_ids[away.email_id]}\n\nI am away until Monday.\n",
+        f"From: MAILER-DAEMON@mx.northwind.example\nTo: {SENDER}\n"
+        "Subject: Undelivered Mail Returned to Sender\nMessage-ID: <demo-dsn@mx.example>\n"
+        "MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; "
+        'boundary="B"\n\n--B\nContent-Type: text/plain\n\nNot delivered.\n\n--B\n'
+        "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.northwind.example\n\n"
+        f"Final-Recipient: rfc822; {gone.to}\nAction: failed\nStatus: 5.1.1\n\n--B\n"
+        f"Content-Type: text/rfc822-headers\n\nMessage-ID: {message_ids[gone.email_id]}\n\n--B--\n",
+    ):
+        inbox.add(text.encode())
+    box = MaildirMailbox(Path(settings.outreach.maildir), SENDER)
+    report = sync_inbox(engine, box, internal_domains=["yourcompany.example"])
+    out(f"   sync: {report.summary()}")
 
 
 def _send(engine: Engine, settings: Settings, out: Callable[[str], None]) -> list[Sent]:
@@ -99,20 +152,11 @@ def _send(engine: Engine, settings: Settings, out: Callable[[str], None]) -> lis
             *connection.scalars(ordered.where(~endusers.c.tracking_opt_out).limit(6)),
             *connection.scalars(ordered.where(endusers.c.tracking_opt_out).limit(1)),
         ]
-        sender = find_user(connection, SENDER)
     sync_templates(engine, EXAMPLES / "templates")
     signer = TokenSigner(settings.tracking.signing_keys)
-    context = Context(
-        engine=engine,
-        user=sender,
-        tracking=settings.tracking,
-        signer=signer,
-        admin_send_threshold=settings.outreach.admin_send_threshold,
-        mailbox_for=lambda user: MaildirMailbox(Path(settings.outreach.maildir), user.email),
-    )
     text = f"send {TEMPLATE} to {', '.join(addresses)}"
     out(f"   /beacon {text[:60]}…")
-    out("   " + execute(parse(text), context, confirmed=True).text)
+    out("   " + execute(parse(text), _context(engine, settings), confirmed=True).text)
     base = settings.tracking.base_url
     with engine.connect() as connection:
         rows = connection.execute(select(emails.c.id, emails.c.to_addrs).order_by(emails.c.id))
@@ -174,11 +218,15 @@ def _report(engine: Engine, sent: list[Sent], out: Callable[[str], None]) -> Non
         }
         reasons: dict[int, list[str]] = {}
         for event in connection.execute(select(events).order_by(events.c.id)):
-            label = f"{event.kind}:{event.machine_reason or 'human'}"
+            label = (
+                f"{event.kind}:{event.machine_reason or 'human'}"
+                if event.kind in ("open", "click")
+                else event.kind
+            )
             reasons.setdefault(event.email_id, []).append(label)
         human, raw = average_rates(connection), average_rates(connection, raw=True)
 
-    out("\n4. Engagement rows (human-only rates; raw counts machines too)")
+    out("\n5. Engagement rows (human-only rates; raw counts machines too)")
     out(f"   {'to':34} {'open':>5} {'click':>5} {'reply':>5} {'raw open':>8}  events")
     for s in sent:
         row = rows[s.email_id]
@@ -187,7 +235,7 @@ def _report(engine: Engine, sent: list[Sent], out: Callable[[str], None]) -> Non
             f"{show(row.reply_rate):>5} {show(row.open_rate_raw):>8}  "
             + (", ".join(_summarize(reasons.get(s.email_id, []))) or "-")
         )
-    out("\n5. Rates over all emails")
+    out("\n6. Rates over all emails")
     out("   human: " + _rates(human))
     out("   raw:   " + _rates(raw))
 

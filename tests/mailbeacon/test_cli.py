@@ -20,8 +20,11 @@ def test_the_demo_plays_the_whole_loop_offline() -> None:
     assert "companies: 6 created" in output
     assert "pixel answers 200, link answers 404" in output
     assert "click:honeypot" in output and "open:apple_mpp" in output
-    assert "human: open 50%, click 33%, reply 0% over 7 emails" in output
+    assert "human: open 50%, click 33%, reply 14% over 7 emails" in output
     assert "raw:   open 83%, click 50%" in output
+    assert "recorded: 1 reply, 1 auto-reply, 1 bounce" in output
+    assert "3 endusers have not opened campaign #1 (outage)" in output
+    assert "1 email was sent without that tracking" in output
 
 
 def test_a_bad_config_value_stops_with_one_line_and_exit_2(
