@@ -35,8 +35,10 @@ from googleapiclient.errors import HttpError
 from outreach.mailbox import DailyLimitReached, Delivered, MailboxError, PermanentFailure
 from outreach.pacing import Pacer
 from store.clock import Clock, utcnow
+from tracking.inbound import Incoming
 
 MAX_RECIPIENTS = 100
+RESYNC_MESSAGES = 500  # the newest inbox messages read again when there is no usable cursor
 # messages.send costs 100 quota units of the 250 a user may spend each second.
 MAX_SENDS_PER_SECOND = 2
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
@@ -123,6 +125,50 @@ class GmailMailbox:
         first = found["messages"][0]
         return Delivered(message_id, first["id"], first.get("threadId"))
 
+    def incoming(self, cursor: str | None) -> tuple[list[Incoming], str | None]:
+        """What arrived in the inbox since `cursor` (a historyId), and the new cursor. With no
+        cursor, or one Gmail no longer keeps (404), the newest inbox messages are read again:
+        reply sync records each message once, so nothing is missed or counted twice."""
+        users = self._service.users()
+        latest = str(self._execute(users.getProfile(userId="me"))["historyId"])
+        ids = self._added_since(cursor) if cursor is not None else None
+        if ids is None:
+            listed = self._execute(
+                self._messages.list(userId="me", labelIds=["INBOX"], maxResults=RESYNC_MESSAGES)
+            )
+            ids = [m["id"] for m in listed.get("messages", [])]
+        found = []
+        for provider_id in ids:
+            message = self._execute(self._messages.get(userId="me", id=provider_id, format="raw"))
+            raw = base64.urlsafe_b64decode(message["raw"] + "=" * (-len(message["raw"]) % 4))
+            found.append(Incoming(provider_id, raw, message.get("threadId")))
+        return found, latest
+
+    def _added_since(self, cursor: str) -> list[str] | None:
+        """Ids of inbox messages added after the historyId; None when it is too old (404)."""
+        ids: list[str] = []
+        page: str | None = None
+        while True:
+            request = (
+                self._service.users()
+                .history()
+                .list(
+                    userId="me",
+                    startHistoryId=cursor,
+                    historyTypes=["messageAdded"],
+                    labelId="INBOX",
+                    pageToken=page,
+                )
+            )
+            answer = self._execute(request, missing_ok=True)
+            if not answer:  # every real answer has a historyId
+                return None
+            for record in answer.get("history", []):
+                ids += [added["message"]["id"] for added in record.get("messagesAdded", [])]
+            page = answer.get("nextPageToken")
+            if not page:
+                return list(dict.fromkeys(ids))
+
     def _message_id(self, provider_id: str) -> str | None:
         """The Message-ID Gmail reports: it may have set its own."""
         found = self._execute(
@@ -135,10 +181,13 @@ class GmailMailbox:
                 return str(header["value"])
         return None
 
-    def _execute(self, request: Any) -> dict[str, Any]:
+    def _execute(self, request: Any, *, missing_ok: bool = False) -> dict[str, Any]:
+        """The answer; with missing_ok, an empty dict for a 404."""
         try:
             return cast(dict[str, Any], request.execute(num_retries=0))
         except HttpError as exc:
+            if missing_ok and exc.resp.status == 404:
+                return {}
             raise gmail_error(
                 exc.resp.status, exc.content, exc.resp.get("retry-after"), self._clock()
             ) from exc

@@ -4,13 +4,13 @@ layout, as mbsync and offlineimap keep it), which any mail client can read."""
 from __future__ import annotations
 
 import mailbox
-from collections.abc import Iterator
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from outreach.mailbox import Delivered
+from tracking.inbound import Incoming
 
 
 def build_message(
@@ -62,14 +62,16 @@ class MaildirMailbox:
             self._sent_ids[message["Message-ID"]] = key
         return Delivered(message["Message-ID"], key, thread_id)
 
-    def incoming(self) -> Iterator[tuple[str, bytes]]:
+    def incoming(self, cursor: str | None) -> tuple[list[Incoming], str | None]:
         """Every message in the inbox (the Maildir's top folder), as mbsync or offlineimap
-        keep it: reply sync records each one once, however often it runs."""
+        keep it; no cursor: reply sync records each message once, however often it runs."""
         self._sent()  # creates the folders on first use
         inbox = mailbox.Maildir(self.folder)
+        found = []
         for key in sorted(inbox.iterkeys()):
             with inbox.get_file(key) as f:
-                yield key, f.read()
+                found.append(Incoming(key, f.read()))
+        return found, None
 
     def find_sent(self, message_id: str) -> Delivered | None:
         if self._sent_ids is None:

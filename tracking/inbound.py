@@ -22,6 +22,8 @@ from typing import Literal
 import flufl.bounce
 
 Kind = Literal["reply", "auto_reply", "bounce", "internal", "unrelated"]
+# A message that names none of ours: a reply only if the provider files it in one of our threads.
+UNLINKED = "no In-Reply-To or References"
 
 SNIPPET_CHARS = 200
 
@@ -79,6 +81,15 @@ DSN_STATUS = re.compile(r"\s*([245])\.\d{1,3}\.\d{1,3}")
 ANGLE_ADDRESS = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 BRACKETED_ID = re.compile(r"<([^<>]*)>")
 MESSAGE_ID_LINE = re.compile(r"^Message-ID:[ \t]*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message as a mailbox hands it to reply sync (the small interface of DESIGN §1)."""
+
+    key: str  # the provider's id for the message
+    raw: bytes
+    thread_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +155,7 @@ def classify_inbound(
     elif in_reply_to or references:
         kind, reason = "reply", "In-Reply-To" if in_reply_to else "References"
     else:
-        kind, reason = "unrelated", "no In-Reply-To or References"
+        kind, reason = "unrelated", UNLINKED
     return Inbound(
         kind=kind,
         sender=sender,

@@ -4,8 +4,8 @@ message once, credited to the exact email it answers (DESIGN §3 rules 3-5)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email import message_from_bytes, policy
 from typing import Protocol
@@ -15,22 +15,23 @@ from sqlalchemy import Connection, Engine, func, select, update
 from store.clock import Clock, utcnow
 from store.schema import emails, endusers, events, users
 from tracking.engagement import INBOUND_COLUMNS, Tally
-from tracking.inbound import Inbound, classify_inbound, credited_email
+from tracking.inbound import UNLINKED, Inbound, Incoming, classify_inbound, credited_email
 from tracking.record import merge_into_engagements
 
 COUNTED = ("reply", "auto_reply", "bounce")
 
 
 class Inbox(Protocol):
-    """What reply sync needs of a mailbox: the messages that arrived, as raw bytes."""
+    """What reply sync needs of a mailbox: what arrived since a cursor, and the new cursor."""
 
     address: str
 
-    def incoming(self) -> Iterable[tuple[str, bytes]]: ...
+    def incoming(self, cursor: str | None) -> tuple[list[Incoming], str | None]: ...
 
 
 @dataclass
 class SyncReport:
+    cursor: str | None = None  # where the next sync starts (store it with the mailbox)
     seen: int = 0
     recorded: dict[str, int] = field(default_factory=dict)  # kind -> how many
 
@@ -40,11 +41,18 @@ class SyncReport:
 
 
 def record_inbound(
-    connection: Connection, inbound: Inbound, *, received_at: datetime, fallback_id: str
-) -> int | None:
+    connection: Connection,
+    inbound: Inbound,
+    *,
+    received_at: datetime,
+    fallback_id: str,
+    thread_id: str | None = None,
+) -> Inbound | None:
     """Store the message as an event of the email it answers and update that email's
-    engagement row; the email id, or None when it answers none of ours, is internal, or was
-    recorded before."""
+    engagement row; what was recorded, or None when it answers none of ours, is internal, or
+    was recorded before."""
+    if inbound.kind == "unrelated" and inbound.reason == UNLINKED and thread_id is not None:
+        inbound = replace(inbound, kind="reply", reason="in one of our threads")
     if inbound.kind not in COUNTED:
         return None
     key = inbound.message_id or fallback_id
@@ -58,6 +66,14 @@ def record_inbound(
         )
     }
     email_id = credited_email(inbound, ours)
+    if email_id is None and thread_id is not None:
+        # No header names one of ours: the newest of ours in the provider's thread.
+        email_id = connection.scalar(
+            select(emails.c.id)
+            .where(emails.c.thread_id == thread_id, emails.c.status == "sent")
+            .order_by(emails.c.id.desc())
+            .limit(1)
+        )
     if email_id is None:
         return None
     details: dict[str, object] = {
@@ -86,7 +102,7 @@ def record_inbound(
             .where(func.lower(endusers.c.email).in_(list(inbound.failed_recipients)))
             .values(bounced_at=received_at)
         )
-    return email_id
+    return inbound
 
 
 def sync_inbox(
@@ -94,24 +110,30 @@ def sync_inbox(
     inbox: Inbox,
     *,
     internal_domains: Collection[str],
+    cursor: str | None = None,
     clock: Clock = utcnow,
 ) -> SyncReport:
-    """Read what arrived and record every reply, auto-reply and bounce to one of our emails.
-    Running it again records nothing new."""
-    report = SyncReport()
+    """Read what arrived since `cursor` and record every reply, auto-reply and bounce to one of
+    our emails. Running it again records nothing new."""
     with engine.connect() as connection:
         internal = {address.lower() for address in connection.scalars(select(users.c.email))}
-    for key, raw in inbox.incoming():
+    arrived, new_cursor = inbox.incoming(cursor)
+    report = SyncReport(cursor=new_cursor)
+    for message_in in arrived:
         report.seen += 1
-        message = message_from_bytes(raw, policy=policy.compat32)
+        message = message_from_bytes(message_in.raw, policy=policy.compat32)
         inbound = classify_inbound(
             message, internal_domains=internal_domains, internal_addresses=internal
         )
-        fallback = hashlib.sha256(f"{inbox.address}\0{key}".encode()).hexdigest()
+        fallback = hashlib.sha256(f"{inbox.address}\0{message_in.key}".encode()).hexdigest()
         with engine.begin() as connection:
-            email_id = record_inbound(
-                connection, inbound, received_at=clock(), fallback_id=f"<{fallback}@mailbeacon>"
+            recorded = record_inbound(
+                connection,
+                inbound,
+                received_at=clock(),
+                fallback_id=f"<{fallback}@mailbeacon>",
+                thread_id=message_in.thread_id,
             )
-        if email_id is not None:
-            report.recorded[inbound.kind] = report.recorded.get(inbound.kind, 0) + 1
+        if recorded is not None:
+            report.recorded[recorded.kind] = report.recorded.get(recorded.kind, 0) + 1
     return report

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from outreach.campaigns import Outgoing, plan_campaign, run_campaign
+from outreach.mailbox import Mailbox
 from outreach.maildir import MaildirMailbox
 from store.schema import emails, endusers, engagements, events, users
 from tests.outreach.test_campaigns import PLAN, SENDER, SIGNER, TRACKING
@@ -19,7 +20,7 @@ from tracking.replies import sync_inbox
 SOFIA, JONAS, ANN = "sofia@customer.example", "jonas@customer.example", "ann@other.example"
 
 
-def _send(engine: Engine, box: MaildirMailbox, outgoing: list[Outgoing], **plan: Any) -> list[Any]:
+def _send(engine: Engine, box: Mailbox, outgoing: list[Outgoing], **plan: Any) -> list[Any]:
     with engine.begin() as connection:
         campaign = plan_campaign(connection, replace(PLAN, **plan), outgoing, SIGNER, TRACKING)
     run_campaign(engine, campaign, box, owner="test")
@@ -170,3 +171,45 @@ Lunch?
 
     # Syncing again records nothing new.
     assert sync_inbox(engine, box, internal_domains=["us.example"]).recorded == {}
+
+
+def test_gmail_sync_follows_history_recovers_from_a_stale_cursor_and_credits_threads(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from google.oauth2.credentials import Credentials
+
+    from outreach.gmail import GmailMailbox
+    from tests.fakes.gmail import FakeGmail
+
+    with FakeGmail(address=SENDER, token="t") as gmail:
+        credentials = Credentials(token="t")  # type: ignore[no-untyped-call]
+        with GmailMailbox(
+            SENDER, credentials, api_endpoint=gmail.url, sleep=lambda seconds: None
+        ) as box:
+            with engine.begin() as connection:
+                sofia = connection.execute(
+                    endusers.insert().values(email=SOFIA, attributes={}).returning(endusers.c.id)
+                ).scalar_one()
+            [email] = _send(engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)])
+            assert email.thread_id
+
+            def reply(n: int, *, headers: bool = True) -> bytes:
+                linked = f"In-Reply-To: {email.message_id}\n" if headers else ""
+                return (
+                    f"From: {SOFIA}\nTo: {SENDER}\nSubject: Re: Outage\n"
+                    f"Message-ID: <r{n}@customer.example>\n{linked}\nAnswer {n}\n"
+                ).encode()
+
+            first = sync_inbox(engine, box, internal_domains=["us.example"])
+            assert first.recorded == {} and first.cursor
+            gmail.deliver(reply(1))
+            second = sync_inbox(engine, box, internal_domains=[], cursor=first.cursor)
+            assert (second.seen, second.recorded) == (1, {"reply": 1})
+            # Gmail forgot the cursor's history: a full re-read finds the new reply, and the
+            # old one is not counted twice.
+            gmail.expire_history()
+            gmail.deliver(reply(2, headers=False), thread_id=email.thread_id)
+            third = sync_inbox(engine, box, internal_domains=[], cursor=second.cursor)
+            assert third.recorded == {"reply": 1}  # credited by the thread alone
+            assert sync_inbox(engine, box, internal_domains=[], cursor=third.cursor).recorded == {}
+    assert _engagement(engine, email.id).replies == 2
