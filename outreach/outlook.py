@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -19,6 +19,7 @@ from msal.exceptions import MsalServiceError
 from outreach.mailbox import DailyLimitReached, Delivered, MailboxError, PermanentFailure
 from outreach.pacing import Pacer
 from store.clock import Clock, utcnow
+from tracking.inbound import Incoming
 
 GRAPH_URL = "https://graph.microsoft.com/v1.0"
 SCOPES = ["https://graph.microsoft.com/Mail.Send", "https://graph.microsoft.com/Mail.ReadWrite"]
@@ -33,6 +34,8 @@ _LIMIT_CODES = frozenset(
     {"ErrorSubmissionQuotaExceeded", "ErrorQuotaExceeded", "ErrorMessageSubmissionBlocked"}
 )
 _LIMIT_TEXT = "SubmissionQuotaExceeded"
+# A delta round of the Inbox from the start: every message in it, then a deltaLink to go on from.
+INBOX_DELTA = "/me/mailFolders/inbox/messages/delta?$select=id,conversationId"
 
 
 class MsalHttpClient:
@@ -208,6 +211,43 @@ class OutlookMailbox:
         self._drafts.pop(message_id, None)
         return None
 
+    def incoming(self, cursor: str | None) -> tuple[list[Incoming], str | None]:
+        """What changed in the Inbox since `cursor` (a deltaLink), and the new deltaLink. With
+        no cursor, or one Graph no longer knows (410 Gone: syncStateNotFound, resyncRequired),
+        a fresh delta round reads the whole Inbox again: reply sync records each message once,
+        so nothing is missed or counted twice."""
+        changed = self._delta(cursor) if cursor is not None else None
+        if changed is None:
+            changed = self._delta(INBOX_DELTA)
+        if changed is None:
+            raise MailboxError("Microsoft Graph answered 410 Gone to a fresh Inbox delta round")
+        items, delta_link = changed
+        found = []
+        for message_id, conversation_id in items.items():
+            path = f"/me/messages/{quote(message_id, safe='')}/$value"
+            raw = self._request("GET", path, missing_ok=True)
+            if raw.status_code != 404:  # deleted since the delta round saw it: nothing to read
+                found.append(Incoming(message_id, raw.content, conversation_id))
+        return found, delta_link
+
+    def _delta(self, url: str) -> tuple[dict[str, str | None], str] | None:
+        """Every page of one delta round from `url` (a path or an absolute nextLink or
+        deltaLink): message id -> conversationId, and the closing deltaLink; None for 410."""
+        items: dict[str, str | None] = {}
+        while True:
+            response = self._request("GET", url, accept=(410,))
+            if response.status_code == 410:
+                return None
+            page = response.json()
+            for item in page.get("value", []):
+                if "@removed" in item:  # gone from the Inbox: nothing to read
+                    items.pop(item["id"], None)
+                else:
+                    items[item["id"]] = item.get("conversationId")
+            if "@odata.nextLink" not in page:
+                return items, str(page["@odata.deltaLink"])
+            url = str(page["@odata.nextLink"])
+
     def close(self) -> None:
         self._http.close()
 
@@ -241,7 +281,10 @@ class OutlookMailbox:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         missing_ok: bool = False,
+        accept: Collection[int] = (),
     ) -> httpx.Response:
+        """`path` is relative to the Graph base URL, or an absolute URL Graph handed out (a
+        nextLink or deltaLink), used as is. A status in `accept` is answered, not raised."""
         # A 401 means the cached access token was revoked or expired early: refresh it, once.
         for refresh in (False, True):
             token = self._tokens.access_token(refresh=refresh)
@@ -256,7 +299,11 @@ class OutlookMailbox:
                 raise MailboxError(f"could not reach Microsoft Graph: {exc}") from exc
             if response.status_code != 401:
                 break
-        if response.is_success or (missing_ok and response.status_code == 404):
+        if (
+            response.is_success
+            or (missing_ok and response.status_code == 404)
+            or response.status_code in accept
+        ):
             return response
         raise graph_error(response, self.address)
 

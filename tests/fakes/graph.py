@@ -1,6 +1,7 @@
 """A stateful fake of Microsoft Graph mail (drafts from MIME, send, Sent Items, $filter on
-internetMessageId) and of the Microsoft identity platform (OpenID configuration and a token
-endpoint that redeems refresh tokens), served through httpx.MockTransport: no sockets."""
+internetMessageId, Inbox delta rounds, raw MIME by $value) and of the Microsoft identity
+platform (OpenID configuration and a token endpoint that redeems refresh tokens), served
+through httpx.MockTransport: no sockets."""
 
 from __future__ import annotations
 
@@ -138,11 +139,12 @@ def _oauth_error(status: int, error: str, description: str) -> httpx.Response:
 @dataclass
 class GraphMessage:
     id: str
-    folder: str  # drafts, outbox or sentitems
+    folder: str  # drafts, outbox, sentitems or inbox
     mime: bytes
     internet_message_id: str
     conversation_id: str
     subject: str
+    change: int = 0  # the Inbox change counter when it arrived there
 
     def resource(self) -> dict[str, Any]:
         return {
@@ -174,7 +176,13 @@ class FakeGraph:
     responses: list[httpx.Response] = field(default_factory=list)  # one for each request
     messages: dict[str, GraphMessage] = field(default_factory=dict)  # in order of arrival
     sends: int = 0
+    delta_page_size: int = 2  # Inbox delta items a page, so that rounds span nextLinks
     _failures: list[_Failure] = field(default_factory=list)
+    # Inbox delta state: a counter each change raises, the changes that were removals, and a
+    # generation that expire_delta() moves on (tokens of an older one answer 410).
+    _changes: int = 0
+    _removed: dict[str, int] = field(default_factory=dict)
+    _generation: int = 0
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -197,6 +205,21 @@ class FakeGraph:
         message = self._message(mime, folder)
         self.messages[message.id] = message
         return message
+
+    def deliver(self, mime: bytes, conversation_id: str | None = None) -> GraphMessage:
+        """A message arriving in the Inbox: in `conversation_id` when given, else in the
+        conversation of the message it answers (by In-Reply-To and References), else a new one."""
+        message = self._message(mime, "inbox")
+        if conversation_id is not None:
+            message.conversation_id = conversation_id
+        self._changes += 1
+        message.change = self._changes
+        self.messages[message.id] = message
+        return message
+
+    def expire_delta(self) -> None:
+        """Every deltaLink and nextLink handed out so far answers 410 (syncStateNotFound)."""
+        self._generation += 1
 
     def in_folder(self, folder: str) -> list[GraphMessage]:
         return [message for message in self.messages.values() if message.folder == folder]
@@ -232,6 +255,10 @@ class FakeGraph:
             return self._send(match[1])
         if match := re.fullmatch(r"GET /me/messages/([^/]+)", route):
             return self._get(match[1])
+        if match := re.fullmatch(r"GET /me/messages/([^/]+)/\$value", route):
+            return self._value(match[1])
+        if route == "GET /me/mailFolders/inbox/messages/delta":
+            return self._delta(request)
         if match := re.fullmatch(r"DELETE /me/messages/([^/]+)", route):
             return self._delete(match[1])
         if match := re.fullmatch(r"GET /me/mailFolders/([^/]+)/messages", route):
@@ -276,10 +303,65 @@ class FakeGraph:
             _item_not_found() if message is None else httpx.Response(200, json=message.resource())
         )
 
-    def _delete(self, message_id: str) -> httpx.Response:
-        if self.messages.pop(message_id, None) is None:
+    def _value(self, message_id: str) -> httpx.Response:
+        message = self.messages.get(message_id)
+        if message is None:
             return _item_not_found()
+        return httpx.Response(200, content=message.mime, headers={"Content-Type": "text/plain"})
+
+    def _delete(self, message_id: str) -> httpx.Response:
+        message = self.messages.pop(message_id, None)
+        if message is None:
+            return _item_not_found()
+        if message.folder == "inbox":
+            self._changes += 1
+            self._removed[message_id] = self._changes
         return httpx.Response(204)
+
+    def _delta(self, request: httpx.Request) -> httpx.Response:
+        """One page of an Inbox delta round. With neither token, every message in the Inbox;
+        $deltatoken=G.N: the changes after N; $skiptoken=G.N.S: that round from its S-th item."""
+        params = request.url.params
+        token = params.get("$skiptoken") or params.get("$deltatoken")
+        since, start = 0, 0
+        if token is not None:
+            generation, since, *rest = (int(part) for part in token.split("."))
+            if generation != self._generation:
+                return _graph_error(
+                    410,
+                    "syncStateNotFound",
+                    "The sync state generation is not found. Restart the sync without a token.",
+                )
+            start = rest[0] if rest else 0
+        items: list[dict[str, Any]] = [
+            {
+                "@odata.type": "#microsoft.graph.message",
+                "id": m.id,
+                "conversationId": m.conversation_id,
+            }
+            for m in self.in_folder("inbox")
+            if m.change > since
+        ]
+        if since:  # an initial round lists only what is there
+            items += [
+                {
+                    "@odata.type": "#microsoft.graph.message",
+                    "id": i,
+                    "@removed": {"reason": "deleted"},
+                }
+                for i, change in self._removed.items()
+                if change > since
+            ]
+        page = items[start : start + self.delta_page_size]
+        link = request.url.copy_with(query=None)
+        body: dict[str, Any] = {"value": page}
+        if start + self.delta_page_size < len(items):
+            skip = f"{self._generation}.{since}.{start + self.delta_page_size}"
+            body["@odata.nextLink"] = str(link.copy_merge_params({"$skiptoken": skip}))
+        else:
+            delta = f"{self._generation}.{self._changes}"
+            body["@odata.deltaLink"] = str(link.copy_merge_params({"$deltatoken": delta}))
+        return httpx.Response(200, json=body)
 
     def _list(self, folder: str, filter_: str | None) -> httpx.Response:
         found = self.in_folder(folder)
