@@ -213,3 +213,30 @@ def test_gmail_sync_follows_history_recovers_from_a_stale_cursor_and_credits_thr
             assert third.recorded == {"reply": 1}  # credited by the thread alone
             assert sync_inbox(engine, box, internal_domains=[], cursor=third.cursor).recorded == {}
     assert _engagement(engine, email.id).replies == 2
+
+
+def test_a_reply_from_a_colleague_the_email_was_forwarded_to_counts(
+    engine: Engine, tmp_path: Path
+) -> None:
+    folder = tmp_path / "Maildir"
+    box = MaildirMailbox(folder, SENDER)
+    with engine.begin() as connection:
+        sofia = connection.execute(
+            endusers.insert().values(email=SOFIA, attributes={}).returning(endusers.c.id)
+        ).scalar_one()
+    [email] = _send(engine, box, [Outgoing([SOFIA], "Pricing", "<p>p</p>", "p", sofia)])
+    _deliver(
+        folder,
+        f"""From: Her boss <boss@customer.example>
+To: {SENDER}
+Cc: {SOFIA}
+Subject: Re: Fwd: Pricing
+Message-ID: <fwd-reply@customer.example>
+References: {email.message_id} <fwd@customer.example>
+In-Reply-To: <fwd@customer.example>
+
+Sofia forwarded this to me: let's talk.
+""",
+    )
+    assert sync_inbox(engine, box, internal_domains=["us.example"]).recorded == {"reply": 1}
+    assert _engagement(engine, email.id).reply_rate == 100  # Sofia's email got the reply
