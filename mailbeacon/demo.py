@@ -66,6 +66,7 @@ def run_demo(out: Callable[[str], None] = print) -> int:
                 {
                     "MAILBEACON__DATA_DIR": folder,
                     "MAILBEACON__SERVER__PORT": str(port),
+                    "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",  # the demo syncs itself
                     "MAILBEACON__TRACKING__MACHINE_AFTER_SEND_SECONDS": str(
                         MACHINE_AFTER_SEND_SECONDS
                     ),

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from mailbeacon.jobs import start_jobs
 from mailbeacon.settings import Settings
 from outreach.accounts import save_mailbox
 from outreach.oauth import NAMES, SERVICES, OAuthError, finish_sign_in, read_callback, redirect_uri
@@ -58,9 +59,12 @@ def create_app(settings: Settings, engine: Engine | None = None, clock: Clock = 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         recorder.start()
+        jobs = start_jobs(settings, engine)
         try:
             yield
         finally:
+            if jobs is not None:
+                jobs.shutdown(wait=False)
             await recorder.stop()
 
     def oauth_callback(request: Request) -> HTMLResponse:

@@ -24,6 +24,9 @@ class TrackingSettings:
     internal_networks: list[str] = field(default_factory=list)
     # Add one hidden link that only machines follow.
     honeypot: bool = True
+    # How often the server reads the mailboxes (connected ones and the embedded Maildir) for
+    # replies, auto-replies and bounces, in seconds; 0 turns reply sync off.
+    reply_sync_seconds: float = 60.0
     # Group commit: at most this many hits per transaction. The hits that arrive while one
     # transaction commits go together in the next.
     batch_max_rows: int = 100

@@ -88,6 +88,7 @@ def test_the_callback_connects_the_users_gmail(
                     "MAILBEACON__DATA_DIR": str(tmp_path),
                     "MAILBEACON__DATABASE__URL": db_url,
                     "MAILBEACON__SERVER__PORT": str(port),
+                    "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",  # no background sync in tests
                     "MAILBEACON__OAUTH__GOOGLE_CLIENT_ID": "client-123",
                     "MAILBEACON__OAUTH__GOOGLE_CLIENT_SECRET": "secret",
                     "MAILBEACON__OAUTH__GOOGLE_TOKEN_URI": google_token_endpoint,

@@ -120,6 +120,7 @@ def tracking_server_factory(db_url: str, tmp_path: Path, engine: Engine) -> Iter
             "MAILBEACON__DATA_DIR": str(tmp_path / "data"),
             "MAILBEACON__DATABASE__URL": db_url,
             "MAILBEACON__SERVER__PORT": str(port),
+            "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",  # no background sync in tests
             **{f"MAILBEACON__{key}": value for key, value in overrides.items()},
         }
         settings = with_generated_keys(load_settings(None, environ))

@@ -34,6 +34,7 @@ def test_every_acknowledged_hit_survives_the_server_being_stopped(
         "MAILBEACON__DATA_DIR": str(tmp_path),
         "MAILBEACON__DATABASE__URL": db_url,
         "MAILBEACON__SERVER__PORT": str(port),
+        "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",  # no background sync in tests
     }
     settings = with_generated_keys(load_settings(None, environ))
     with engine.begin() as connection:

@@ -273,6 +273,7 @@ def test_a_database_outage_still_gives_the_gif_and_a_clear_503(tmp_path: Path) -
     environ = {
         "MAILBEACON__DATA_DIR": str(tmp_path),
         "MAILBEACON__DATABASE__URL": "postgresql://nobody@127.0.0.1:9/none",
+        "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",
     }
     settings = with_generated_keys(load_settings(None, environ))
     signer = TokenSigner(settings.tracking.signing_keys)

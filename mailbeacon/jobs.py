@@ -1,0 +1,86 @@
+"""Scheduled work of the all-in-one server (APScheduler 3): reply sync over every mailbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import Engine, select, update
+
+from mailbeacon.settings import Settings
+from outreach.accounts import open_mailbox
+from outreach.mailbox import MailboxError
+from outreach.maildir import MaildirMailbox
+from outreach.oauth import OAuthError
+from store.crypto import CredentialCipher, CredentialsUnreadable
+from store.schema import mailboxes
+from tracking.replies import Inbox, sync_inbox
+
+log = logging.getLogger(__name__)
+READABLE = ("gmail", "outlook", "maildir")  # an SMTP server cannot be read
+
+
+def sync_replies(settings: Settings, engine: Engine) -> list[str]:
+    """One round of reply sync over the embedded Maildir and every readable connected mailbox;
+    each mailbox's cursor is stored for the next round. Returns a line per mailbox."""
+    cipher = CredentialCipher(settings.secrets.encryption_keys)
+    maildir = Path(settings.outreach.maildir)
+    with engine.connect() as connection:
+        rows = list(connection.execute(select(mailboxes).where(mailboxes.c.provider.in_(READABLE))))
+    lines = []
+    inboxes: list[tuple[int | None, str | None, Inbox]] = [
+        (None, None, MaildirMailbox(maildir, "maildir"))
+    ]
+    for row in rows:
+        try:
+            credentials = cipher.decrypt(row.credentials) if row.credentials else {}
+            box = open_mailbox(
+                row.provider, row.address, credentials, oauth=settings.oauth, maildir_folder=maildir
+            )
+        except (CredentialsUnreadable, OAuthError) as exc:
+            lines.append(f"{row.address}: not read: {exc}")
+            continue
+        inboxes.append((row.id, row.sync_cursor, box))  # type: ignore[arg-type]
+    for mailbox_id, cursor, inbox in inboxes:
+        try:
+            report = sync_inbox(
+                engine, inbox, internal_domains=settings.internal_domains, cursor=cursor
+            )
+        except MailboxError as exc:
+            lines.append(f"{inbox.address}: not read: {exc}")
+            continue
+        if mailbox_id is not None and report.cursor != cursor:
+            with engine.begin() as connection:
+                connection.execute(
+                    update(mailboxes)
+                    .where(mailboxes.c.id == mailbox_id)
+                    .values(sync_cursor=report.cursor)
+                )
+        lines.append(f"{inbox.address}: {report.summary()}")
+    return lines
+
+
+def start_jobs(settings: Settings, engine: Engine) -> AsyncIOScheduler | None:
+    """Reply sync every tracking.reply_sync_seconds, one round at a time, starting now."""
+    seconds = settings.tracking.reply_sync_seconds
+    if seconds <= 0:
+        return None
+
+    async def reply_sync() -> None:
+        for line in await asyncio.to_thread(sync_replies, settings, engine):
+            log.info("reply sync: %s", line)
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        reply_sync,
+        "interval",
+        seconds=seconds,
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,92 @@
+"""The server reads the mailboxes for replies on its own, on a schedule."""
+
+from __future__ import annotations
+
+import mailbox
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from mailbeacon.jobs import sync_replies
+from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
+from mailbeacon.settings import load_settings, with_generated_keys
+from outreach.accounts import save_mailbox
+from outreach.campaigns import Outgoing, plan_campaign, run_campaign
+from outreach.maildir import MaildirMailbox
+from store.crypto import CredentialCipher
+from store.schema import emails, engagements, mailboxes
+from tests.outreach.test_campaigns import PLAN, SENDER, SIGNER, TRACKING
+
+
+def test_the_server_syncs_replies_on_a_schedule(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = with_generated_keys(
+        load_settings(
+            None,
+            {
+                "MAILBEACON__DATA_DIR": str(tmp_path),
+                "MAILBEACON__DATABASE__URL": db_url,
+                "MAILBEACON__SERVER__PORT": str(port),
+                "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0.2",
+            },
+        )
+    )
+    folder = Path(settings.outreach.maildir)
+    box = MaildirMailbox(folder, SENDER)
+    with engine.begin() as connection:
+        campaign = plan_campaign(
+            connection,
+            PLAN,
+            [Outgoing(["ann@c.example"], "Hi", "<p>x</p>", "x", None)],
+            SIGNER,
+            TRACKING,
+        )
+    run_campaign(engine, campaign, box, owner="test")
+    with engine.connect() as connection:
+        email = connection.execute(select(emails)).one()
+    reply = (
+        "From: ann@c.example\r\nSubject: Re: Hi\r\nMessage-ID: <a1@c.example>\r\n"
+        f"In-Reply-To: {email.message_id}\r\n\r\nYes!\r\n"
+    )
+    mailbox.Maildir(folder).add(reply.encode())
+
+    config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
+    with running_in_thread(config):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with engine.connect() as connection:
+                replied = connection.scalar(
+                    select(engagements.c.reply_rate).where(engagements.c.email_id == email.id)
+                )
+            if replied == 100:
+                break
+            time.sleep(0.1)
+    assert replied == 100
+
+
+def test_a_round_stores_each_mailboxes_cursor_and_reports_unreadable_ones(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    settings = with_generated_keys(
+        load_settings(
+            None, {"MAILBEACON__DATA_DIR": str(tmp_path), "MAILBEACON__DATABASE__URL": db_url}
+        )
+    )
+    with engine.begin() as connection:
+        save_mailbox(
+            connection,
+            provider="gmail",
+            address="alex@gmail.example",
+            owner_user_id=None,
+            credentials={"refresh_token": "r"},
+            cipher=CredentialCipher(settings.secrets.encryption_keys),
+        )
+    lines = sorted(sync_replies(settings, engine))
+    # Gmail is connected but the OAuth app is not configured here: said, not crashed.
+    assert lines[0].startswith("alex@gmail.example: not read: connecting gmail mailboxes is not")
+    assert lines[1] == "maildir: 0 messages read; recorded: nothing new"
+    with engine.connect() as connection:
+        assert connection.scalar(select(mailboxes.c.sync_cursor)) is None
