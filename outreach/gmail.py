@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import getaddresses, parsedate_to_datetime
@@ -38,7 +38,7 @@ from store.clock import Clock, utcnow
 from tracking.inbound import Incoming
 
 MAX_RECIPIENTS = 100
-RESYNC_MESSAGES = 500  # the newest inbox messages read again when there is no usable cursor
+RESYNC_MESSAGES = 500  # the newest inbox messages a resync reads, besides our threads
 # messages.send costs 100 quota units of the 250 a user may spend each second.
 MAX_SENDS_PER_SECOND = 2
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
@@ -125,24 +125,40 @@ class GmailMailbox:
         first = found["messages"][0]
         return Delivered(message_id, first["id"], first.get("threadId"))
 
-    def incoming(self, cursor: str | None) -> tuple[list[Incoming], str | None]:
+    def incoming(
+        self, cursor: str | None, threads: Sequence[str] = ()
+    ) -> tuple[list[Incoming], str | None]:
         """What arrived in the inbox since `cursor` (a historyId), and the new cursor. With no
-        cursor, or one Gmail no longer keeps (404), the newest inbox messages are read again:
-        reply sync records each message once, so nothing is missed or counted twice."""
+        cursor, or one Gmail no longer keeps (404), it resyncs: every message not sent by us in
+        `threads` (our emails' threads), and the newest inbox messages for bounces, which start
+        threads of their own. Reply sync records each message once: nothing is counted twice."""
         users = self._service.users()
         latest = str(self._execute(users.getProfile(userId="me"))["historyId"])
         ids = self._added_since(cursor) if cursor is not None else None
         if ids is None:
+            ids = self._in_threads(threads)
             listed = self._execute(
                 self._messages.list(userId="me", labelIds=["INBOX"], maxResults=RESYNC_MESSAGES)
             )
-            ids = [m["id"] for m in listed.get("messages", [])]
+            ids = list(dict.fromkeys([*ids, *(m["id"] for m in listed.get("messages", []))]))
         found = []
         for provider_id in ids:
             message = self._execute(self._messages.get(userId="me", id=provider_id, format="raw"))
             raw = base64.urlsafe_b64decode(message["raw"] + "=" * (-len(message["raw"]) % 4))
             found.append(Incoming(provider_id, raw, message.get("threadId")))
         return found, latest
+
+    def _in_threads(self, threads: Sequence[str]) -> list[str]:
+        ids: list[str] = []
+        for thread_id in threads:
+            request = (
+                self._service.users().threads().get(userId="me", id=thread_id, format="minimal")
+            )
+            thread = self._execute(request, missing_ok=True)  # another mailbox's thread: none
+            ids += [
+                m["id"] for m in thread.get("messages", []) if "SENT" not in m.get("labelIds", [])
+            ]
+        return ids
 
     def _added_since(self, cursor: str) -> list[str] | None:
         """Ids of inbox messages added after the historyId; None when it is too old (404)."""

@@ -4,6 +4,7 @@ layout, as mbsync and offlineimap keep it), which any mail client can read."""
 from __future__ import annotations
 
 import mailbox
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, make_msgid
@@ -62,7 +63,9 @@ class MaildirMailbox:
             self._sent_ids[message["Message-ID"]] = key
         return Delivered(message["Message-ID"], key, thread_id)
 
-    def incoming(self, cursor: str | None) -> tuple[list[Incoming], str | None]:
+    def incoming(
+        self, cursor: str | None, threads: Sequence[str] = ()
+    ) -> tuple[list[Incoming], str | None]:
         """Every message in the inbox (the Maildir's top folder), as mbsync or offlineimap
         keep it; no cursor: reply sync records each message once, however often it runs."""
         self._sent()  # creates the folders on first use

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -211,7 +211,9 @@ class OutlookMailbox:
         self._drafts.pop(message_id, None)
         return None
 
-    def incoming(self, cursor: str | None) -> tuple[list[Incoming], str | None]:
+    def incoming(
+        self, cursor: str | None, threads: Sequence[str] = ()
+    ) -> tuple[list[Incoming], str | None]:
         """What changed in the Inbox since `cursor` (a deltaLink), and the new deltaLink. With
         no cursor, or one Graph no longer knows (410 Gone: syncStateNotFound, resyncRequired),
         a fresh delta round reads the whole Inbox again: reply sync records each message once,

@@ -4,9 +4,9 @@ message once, credited to the exact email it answers (DESIGN §3 rules 3-5)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from typing import Protocol
 
@@ -19,6 +19,7 @@ from tracking.inbound import UNLINKED, Inbound, Incoming, classify_inbound, cred
 from tracking.record import merge_into_engagements
 
 COUNTED = ("reply", "auto_reply", "bounce")
+RESYNC_WINDOW = timedelta(days=90)  # how far back a resync looks for our threads
 
 
 class Inbox(Protocol):
@@ -26,7 +27,12 @@ class Inbox(Protocol):
 
     address: str
 
-    def incoming(self, cursor: str | None) -> tuple[list[Incoming], str | None]: ...
+    def incoming(
+        self, cursor: str | None, threads: Sequence[str]
+    ) -> tuple[list[Incoming], str | None]:
+        """What arrived since `cursor`, and the new cursor. When the cursor is gone, a resync
+        reads `threads` (the provider's threads of our recent emails)."""
+        ...
 
 
 @dataclass
@@ -117,7 +123,16 @@ def sync_inbox(
     our emails. Running it again records nothing new."""
     with engine.connect() as connection:
         internal = {address.lower() for address in connection.scalars(select(users.c.email))}
-    arrived, new_cursor = inbox.incoming(cursor)
+    since = clock() - RESYNC_WINDOW
+    with engine.connect() as connection:
+        threads = list(
+            connection.scalars(
+                select(emails.c.thread_id)
+                .where(emails.c.thread_id.is_not(None), emails.c.sent_at >= since)
+                .distinct()
+            )
+        )
+    arrived, new_cursor = inbox.incoming(cursor, threads)
     report = SyncReport(cursor=new_cursor)
     for message_in in arrived:
         report.seen += 1

@@ -266,6 +266,13 @@ class FakeGmail:
             raise GmailError(404, "notFound")
         return resource(stored, request.query.get("format", ["full"])[0], request.query)
 
+    def _get_thread(self, request: Request, thread_id: str) -> Json:
+        if thread_id not in self._threads:
+            raise GmailError(404, "notFound")
+        kind = request.query.get("format", ["full"])[0]
+        found = [resource(self._messages[i], kind, request.query) for i in self._threads[thread_id]]
+        return {"id": thread_id, "messages": found}
+
     def _list(self, request: Request) -> Json:
         found = [m for m in reversed(self._messages.values()) if self._matches(m, request.query)]
         page, token = paged(found, request.query)
@@ -379,6 +386,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", r"/gmail/v1/users/([^/]+)/messages", FakeGmail._list),
     ("GET", r"/gmail/v1/users/([^/]+)/messages/([^/]+)", FakeGmail._get),
     ("GET", r"/gmail/v1/users/([^/]+)/history", FakeGmail._history_list),
+    ("GET", r"/gmail/v1/users/([^/]+)/threads/([^/]+)", FakeGmail._get_thread),
     ("GET", r"/gmail/v1/users/([^/]+)/profile", FakeGmail._profile),
 ]
 

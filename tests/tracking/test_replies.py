@@ -207,9 +207,12 @@ def test_gmail_sync_follows_history_recovers_from_a_stale_cursor_and_credits_thr
             assert (second.seen, second.recorded) == (1, {"reply": 1})
             # Gmail forgot the cursor's history: a full re-read finds the new reply, and the
             # old one is not counted twice.
-            gmail.expire_history()
-            gmail.deliver(reply(2, headers=False), thread_id=email.thread_id)
+            gmail.deliver(b"From: x@else.example\nSubject: hi\nMessage-ID: <x@else>\n\nhi\n")
+            gmail.expire_history()  # the cursor is now older than what Gmail keeps: 404
+            # Archived by a filter (not in the inbox): only our thread leads to it.
+            gmail.deliver(reply(2, headers=False), thread_id=email.thread_id, label_ids=())
             third = sync_inbox(engine, box, internal_domains=[], cursor=second.cursor)
+            assert third.seen == 3  # a resync: our thread (both replies) and the inbox
             assert third.recorded == {"reply": 1}  # credited by the thread alone
             assert sync_inbox(engine, box, internal_domains=[], cursor=third.cursor).recorded == {}
     assert _engagement(engine, email.id).replies == 2
