@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, select, update
@@ -43,7 +44,8 @@ def sync_replies(settings: Settings, engine: Engine) -> list[str]:
         except (CredentialsUnreadable, OAuthError) as exc:
             lines.append(f"{row.address}: not read: {exc}")
             continue
-        inboxes.append((row.id, row.sync_cursor, box))  # type: ignore[arg-type]
+        # Gmail, Outlook and Maildir mailboxes can all be read (READABLE).
+        inboxes.append((row.id, row.sync_cursor, cast(Inbox, box)))
     for mailbox_id, cursor, inbox in inboxes:
         try:
             report = sync_inbox(

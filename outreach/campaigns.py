@@ -103,15 +103,15 @@ def plan_campaign(
         .returning(campaigns.c.id)
     ).scalar_one()
     earlier = _earlier_emails(connection, plan.follow_up_of)
+    previous = [earlier.get(email.enduser_id) for email in outgoing]  # None: not a follow-up
     drafts = []
-    for position, email in enumerate(outgoing):
-        previous = earlier.get(email.enduser_id) if email.enduser_id is not None else None
+    for position, (email, before) in enumerate(zip(outgoing, previous, strict=True)):
         drafts.append(
             Draft(
                 idempotency_key=f"campaign-{campaign_id}-{position}",
                 to=email.to,
                 cc=email.cc,
-                subject=_reply_subject(previous.subject) if previous else email.subject,
+                subject=_reply_subject(before.subject) if before else email.subject,
                 html=email.html,
                 text=email.text,
                 flags=plan.flags,
@@ -121,15 +121,13 @@ def plan_campaign(
                 campaign_id=campaign_id,
                 template_id=plan.template_id,
                 template_key=plan.template_key,
-                thread_id=previous.thread_id if previous else None,
-                in_reply_to=previous.message_id if previous else None,
+                thread_id=before.thread_id if before else None,
+                in_reply_to=before.message_id if before else None,
             )
         )
     messages = []
-    for (email_id, body), draft in zip(
-        create_emails(connection, drafts, signer, tracking), drafts, strict=True
-    ):
-        previous = earlier.get(draft.enduser_id) if draft.enduser_id is not None else None
+    created = create_emails(connection, drafts, signer, tracking)
+    for (email_id, body), draft, before in zip(created, drafts, previous, strict=True):
         message = build_message(
             sender=plan.sender_address,
             to=draft.to,
@@ -138,7 +136,7 @@ def plan_campaign(
             html=body.html,
             text=body.text,
             in_reply_to=draft.in_reply_to,
-            references=[previous.in_reply_to] if previous and previous.in_reply_to else None,
+            references=[before.in_reply_to] if before and before.in_reply_to else None,
         )
         messages.append(
             {"target": email_id, "message_id": message["Message-ID"], "mime": message.as_bytes()}
@@ -148,7 +146,7 @@ def plan_campaign(
     return campaign_id
 
 
-def _earlier_emails(connection: Connection, campaign_id: int | None) -> dict[int, Any]:
+def _earlier_emails(connection: Connection, campaign_id: int | None) -> dict[int | None, Any]:
     """The sent emails of an earlier campaign, by enduser."""
     if campaign_id is None:
         return {}
@@ -158,7 +156,11 @@ def _earlier_emails(connection: Connection, campaign_id: int | None) -> dict[int
         emails.c.message_id,
         emails.c.thread_id,
         emails.c.in_reply_to,
-    ).where(emails.c.campaign_id == campaign_id, emails.c.status == "sent")
+    ).where(
+        emails.c.campaign_id == campaign_id,
+        emails.c.status == "sent",
+        emails.c.enduser_id.is_not(None),  # so an email to nobody known never matches
+    )
     return {row.enduser_id: row for row in connection.execute(query)}
 
 

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from mailbeacon.settings import Settings, load_settings, with_generated_keys
 from store.engine import DatabaseSettings, make_engine
 from store.migrate import upgrade
 
@@ -43,3 +44,15 @@ def engine(db_url: str) -> Iterator[Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+def settings_for(data_dir: Path, **keys: str) -> tuple[Settings, dict[str, str]]:
+    """Settings as a server would load them, from environment-style overrides such as
+    DATABASE__URL="…"; reply sync is off unless asked for. Also returns the environment, for
+    a server started as a separate process."""
+    environ = {
+        "MAILBEACON__DATA_DIR": str(data_dir),
+        "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",
+        **{f"MAILBEACON__{key}": value for key, value in keys.items()},
+    }
+    return with_generated_keys(load_settings(None, environ)), environ

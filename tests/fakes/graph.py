@@ -85,13 +85,13 @@ class FakeIdentity:
 
     def _token(self, form: dict[str, str]) -> httpx.Response:
         if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
-            return _oauth_error(
+            return oauth_error(
                 401, "invalid_client", "AADSTS7000215: Invalid client secret provided."
             )
         if form.get("grant_type") != "refresh_token":
-            return _oauth_error(400, "unsupported_grant_type", "AADSTS70003: not supported here.")
+            return oauth_error(400, "unsupported_grant_type", "AADSTS70003: not supported here.")
         if form.get("refresh_token") not in self.refresh_tokens:
-            return _oauth_error(
+            return oauth_error(
                 400,
                 "invalid_grant",
                 "AADSTS70008: The provided authorization code or refresh token has expired due "
@@ -101,38 +101,59 @@ class FakeIdentity:
         access_token, refresh_token = f"at-{serial}", f"rt-{serial}"
         self.access_tokens.add(access_token)
         self.refresh_tokens.add(refresh_token)  # the old one stays valid until it expires
-        now = int(time.time())
-        claims = {
-            "aud": CLIENT_ID,
-            "iss": f"{AUTHORITY_HOST}/{TENANT_ID}/v2.0",
-            "iat": now,
-            "nbf": now,
-            "exp": now + 3600,
-            "sub": "fake-subject",
-            "oid": "00000000-0000-0000-0000-00000000beef",
-            "tid": TENANT_ID,
-            "preferred_username": self.address,
-            "ver": "2.0",
-        }
-        body: dict[str, Any] = {
-            "token_type": "Bearer",
-            "scope": form.get("scope", ""),
-            "expires_in": 3600,
-            "ext_expires_in": 3600,
-            "access_token": access_token,
-            "refresh_token": refresh_token,
-            "id_token": ".".join(
-                [_b64url(b'{"alg":"none","typ":"JWT"}'), _b64url(json.dumps(claims).encode()), ""]
-            ),
-        }
-        if form.get("client_info") == "1":
-            body["client_info"] = _b64url(
-                json.dumps({"uid": claims["oid"], "utid": TENANT_ID}).encode()
-            )
+        body = token_answer(
+            form,
+            access_token,
+            refresh_token,
+            {"preferred_username": self.address},
+            expires=True,
+        )
         return httpx.Response(200, json=body)
 
 
-def _oauth_error(status: int, error: str, description: str) -> httpx.Response:
+def token_answer(
+    form: dict[str, str],
+    access_token: str,
+    refresh_token: str,
+    claims: dict[str, Any],
+    *,
+    expires: bool = False,
+) -> dict[str, Any]:
+    """A Microsoft identity platform token answer, with an unsigned ID token (msal does not
+    check the signature) carrying the standard claims plus `claims`."""
+    now = int(time.time())
+    all_claims = {
+        "aud": CLIENT_ID,
+        "iss": f"{AUTHORITY_HOST}/{TENANT_ID}/v2.0",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "sub": "fake-subject",
+        "oid": "00000000-0000-0000-0000-00000000beef",
+        "tid": TENANT_ID,
+        "ver": "2.0",
+        **claims,
+    }
+    body: dict[str, Any] = {
+        "token_type": "Bearer",
+        "scope": form.get("scope", ""),
+        "expires_in": 3600,
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "id_token": ".".join(
+            [_b64url(b'{"alg":"none","typ":"JWT"}'), _b64url(json.dumps(all_claims).encode()), ""]
+        ),
+    }
+    if expires:
+        body["ext_expires_in"] = 3600
+    if form.get("client_info") == "1":
+        body["client_info"] = _b64url(
+            json.dumps({"uid": all_claims["oid"], "utid": TENANT_ID}).encode()
+        )
+    return body
+
+
+def oauth_error(status: int, error: str, description: str) -> httpx.Response:
     return httpx.Response(status, json={"error": error, "error_description": description})
 
 

@@ -18,13 +18,13 @@ from starlette.routing import Route
 from bot.users import UserSettings, sync_config_users
 from mailbeacon.cli import main
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
-from mailbeacon.settings import load_settings, with_generated_keys
 from outreach.accounts import mailbox_for_user
 from outreach.gmail import GmailMailbox
 from outreach.oauth import make_state
 from store.clock import utcnow
 from store.crypto import CredentialCipher
 from store.schema import mailboxes, users
+from tests.conftest import settings_for
 from tests.fakes.gmail import FakeGmail
 
 ME = "you@yourcompany.example"  # the shipped config's user
@@ -81,20 +81,14 @@ def test_the_callback_connects_the_users_gmail(
 ) -> None:
     with FakeGmail(address="alex@gmail.example") as gmail:
         port = free_port()
-        settings = with_generated_keys(
-            load_settings(
-                None,
-                {
-                    "MAILBEACON__DATA_DIR": str(tmp_path),
-                    "MAILBEACON__DATABASE__URL": db_url,
-                    "MAILBEACON__SERVER__PORT": str(port),
-                    "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",  # no background sync in tests
-                    "MAILBEACON__OAUTH__GOOGLE_CLIENT_ID": "client-123",
-                    "MAILBEACON__OAUTH__GOOGLE_CLIENT_SECRET": "secret",
-                    "MAILBEACON__OAUTH__GOOGLE_TOKEN_URI": google_token_endpoint,
-                    "MAILBEACON__OAUTH__GMAIL_API_ENDPOINT": gmail.url,
-                },
-            )
+        settings, _ = settings_for(
+            tmp_path,
+            DATABASE__URL=db_url,
+            SERVER__PORT=str(port),
+            OAUTH__GOOGLE_CLIENT_ID="client-123",
+            OAUTH__GOOGLE_CLIENT_SECRET="secret",
+            OAUTH__GOOGLE_TOKEN_URI=google_token_endpoint,
+            OAUTH__GMAIL_API_ENDPOINT=gmail.url,
         )
         with engine.begin() as connection:
             sync_config_users(connection, [UserSettings("alex@us.example", "Alex")])

@@ -10,12 +10,12 @@ from sqlalchemy import Engine, select
 
 from mailbeacon.jobs import sync_replies
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
-from mailbeacon.settings import load_settings, with_generated_keys
 from outreach.accounts import save_mailbox
 from outreach.campaigns import Outgoing, plan_campaign, run_campaign
 from outreach.maildir import MaildirMailbox
 from store.crypto import CredentialCipher
 from store.schema import emails, engagements, mailboxes
+from tests.conftest import settings_for
 from tests.outreach.test_campaigns import PLAN, SENDER, SIGNER, TRACKING
 
 
@@ -23,16 +23,11 @@ def test_the_server_syncs_replies_on_a_schedule(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    settings = with_generated_keys(
-        load_settings(
-            None,
-            {
-                "MAILBEACON__DATA_DIR": str(tmp_path),
-                "MAILBEACON__DATABASE__URL": db_url,
-                "MAILBEACON__SERVER__PORT": str(port),
-                "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0.2",
-            },
-        )
+    settings, _ = settings_for(
+        tmp_path,
+        DATABASE__URL=db_url,
+        SERVER__PORT=str(port),
+        TRACKING__REPLY_SYNC_SECONDS="0.2",
     )
     folder = Path(settings.outreach.maildir)
     box = MaildirMailbox(folder, SENDER)
@@ -70,11 +65,7 @@ def test_the_server_syncs_replies_on_a_schedule(
 def test_a_round_stores_each_mailboxes_cursor_and_reports_unreadable_ones(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    settings = with_generated_keys(
-        load_settings(
-            None, {"MAILBEACON__DATA_DIR": str(tmp_path), "MAILBEACON__DATABASE__URL": db_url}
-        )
-    )
+    settings, _ = settings_for(tmp_path, DATABASE__URL=db_url)
     with engine.begin() as connection:
         save_mailbox(
             connection,

@@ -7,7 +7,6 @@ import base64
 import itertools
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -38,7 +37,14 @@ from outreach.oauth import (
 )
 from outreach.outlook import MsalHttpClient
 from tests.fakes.gmail import FakeGmail
-from tests.fakes.graph import AUTHORITY_HOST, CLIENT_ID, CLIENT_SECRET, TENANT_ID, FakeIdentity
+from tests.fakes.graph import (
+    AUTHORITY_HOST,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FakeIdentity,
+    oauth_error,
+    token_answer,
+)
 
 KEY = "state-signing-key-" + "k" * 16
 NOW = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
@@ -165,37 +171,13 @@ class FakeMicrosoft:
             return self.identity.handle(request)
         self.forms.append(form)
         if (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
-            return _oauth_error(401, "invalid_client", "AADSTS7000215: Invalid client secret.")
+            return oauth_error(401, "invalid_client", "AADSTS7000215: Invalid client secret.")
         if form.get("code") not in self.codes or form.get("redirect_uri") != OUTLOOK_REDIRECT:
-            return _oauth_error(
+            return oauth_error(
                 400, "invalid_grant", "AADSTS54005: OAuth2 Authorization code was already redeemed."
             )
         self.codes.discard(form["code"])
-        now = int(time.time())
-        claims = {
-            "aud": CLIENT_ID,
-            "iss": f"{AUTHORITY_HOST}/{TENANT_ID}/v2.0",
-            "iat": now,
-            "nbf": now,
-            "exp": now + 3600,
-            "sub": "fake-subject",
-            "oid": "00000000-0000-0000-0000-00000000beef",
-            "tid": TENANT_ID,
-            "ver": "2.0",
-            **self.claims,
-        }
-        body = {
-            "token_type": "Bearer",
-            "scope": form.get("scope", ""),
-            "expires_in": 3600,
-            "access_token": "at-from-code",
-            "refresh_token": self.identity.grant(),
-            "id_token": ".".join([_b64(b'{"alg":"none"}'), _b64(json.dumps(claims).encode()), ""]),
-        }
-        if form.get("client_info") == "1":
-            body["client_info"] = _b64(
-                json.dumps({"uid": claims["oid"], "utid": TENANT_ID}).encode()
-            )
+        body = token_answer(form, "at-from-code", self.identity.grant(), self.claims)
         return httpx.Response(200, json=body)
 
 
@@ -205,14 +187,6 @@ def _form(content: bytes) -> dict[str, str]:
 
 def _query(url: str) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _oauth_error(status: int, error: str, description: str) -> httpx.Response:
-    return httpx.Response(status, json={"error": error, "error_description": description})
 
 
 # State

@@ -13,10 +13,11 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
-from mailbeacon.settings import Settings, load_settings, with_generated_keys
+from mailbeacon.settings import Settings
 from outreach.emails import Draft, create_email, mark_sent
 from store.clock import utcnow
 from store.schema import endusers, engagements, events
+from tests.conftest import settings_for
 from tracking.instrument import TrackingFlags
 from tracking.tokens import TokenSigner
 
@@ -116,14 +117,9 @@ def tracking_server_factory(db_url: str, tmp_path: Path, engine: Engine) -> Iter
 
     def start(**overrides: str) -> TrackingServer:
         port = free_port()
-        environ = {
-            "MAILBEACON__DATA_DIR": str(tmp_path / "data"),
-            "MAILBEACON__DATABASE__URL": db_url,
-            "MAILBEACON__SERVER__PORT": str(port),
-            "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",  # no background sync in tests
-            **{f"MAILBEACON__{key}": value for key, value in overrides.items()},
-        }
-        settings = with_generated_keys(load_settings(None, environ))
+        settings, _ = settings_for(
+            tmp_path / "data", DATABASE__URL=db_url, SERVER__PORT=str(port), **overrides
+        )
         running = running_in_thread(uvicorn_config(settings, engine, "127.0.0.1", port))
         running.__enter__()
         stack.append(running)

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mailbeacon.serve import free_port
-from mailbeacon.settings import load_settings, with_generated_keys
 from outreach.emails import Draft, create_email, mark_sent
 from store.clock import utcnow
 from store.schema import events
+from tests.conftest import settings_for
 from tracking.instrument import TrackingFlags
 from tracking.tokens import TokenSigner
 
@@ -30,13 +30,7 @@ def test_every_acknowledged_hit_survives_the_server_being_stopped(
 ) -> None:
     port = free_port()
     log = tmp_path / "server.log"
-    environ = {
-        "MAILBEACON__DATA_DIR": str(tmp_path),
-        "MAILBEACON__DATABASE__URL": db_url,
-        "MAILBEACON__SERVER__PORT": str(port),
-        "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",  # no background sync in tests
-    }
-    settings = with_generated_keys(load_settings(None, environ))
+    settings, environ = settings_for(tmp_path, DATABASE__URL=db_url, SERVER__PORT=str(port))
     with engine.begin() as connection:
         draft = Draft(
             "durability", ["a@customer.example"], "Hi", "<p>hi</p>", "hi", TrackingFlags(True, True)

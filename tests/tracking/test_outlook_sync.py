@@ -11,7 +11,7 @@ from store.schema import endusers, events
 from tests.fakes.graph import FakeGraph, FakeIdentity
 from tests.outreach.test_campaigns import SENDER
 from tests.outreach.test_outlook import _tokens
-from tests.tracking.test_replies import SOFIA, _engagement, _send
+from tests.tracking.test_replies import SOFIA, _engagement, _send, sofias_reply
 from tracking.replies import sync_inbox
 
 
@@ -37,23 +37,16 @@ def test_outlook_sync_follows_delta_recovers_from_an_expired_token_and_credits_c
         other = f"From: x{n}@else.example\nTo: {SENDER}\nSubject: Hi\nMessage-ID: <o{n}@x>\n\nHi\n"
         graph.deliver(other.encode())
 
-    def reply(n: int, *, headers: bool = True) -> bytes:
-        linked = f"In-Reply-To: {email.message_id}\n" if headers else ""
-        return (
-            f"From: {SOFIA}\nTo: {SENDER}\nSubject: Re: Outage\n"
-            f"Message-ID: <r{n}@customer.example>\n{linked}\nAnswer {n}\n"
-        ).encode()
-
     first = sync_inbox(engine, box, internal_domains=["us.example"])
     assert (first.seen, first.recorded) == (3, {}) and first.cursor
-    answer = graph.deliver(reply(1))
+    answer = graph.deliver(sofias_reply(email, 1))
     assert answer.conversation_id == email.thread_id  # Graph threads it by In-Reply-To
     second = sync_inbox(engine, box, internal_domains=[], cursor=first.cursor)
     assert (second.seen, second.recorded) == (1, {"reply": 1})
     # Graph forgot the deltaLink (410 syncStateNotFound): a fresh round reads the whole Inbox,
     # finds the new reply, and does not count the old one twice.
     graph.expire_delta()
-    graph.deliver(reply(2, headers=False), conversation_id=email.thread_id)
+    graph.deliver(sofias_reply(email, 2, headers=False), conversation_id=email.thread_id)
     third = sync_inbox(engine, box, internal_domains=[], cursor=second.cursor)
     assert [r.status_code for r in graph.responses].count(410) == 1
     assert (third.seen, third.recorded) == (5, {"reply": 1})  # credited by the conversation

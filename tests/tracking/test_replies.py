@@ -33,6 +33,15 @@ def _deliver(folder: Path, text: str) -> None:
     mailbox.Maildir(folder).add(text.replace("\n", "\r\n").encode())
 
 
+def sofias_reply(email: Any, n: int, *, headers: bool = True) -> bytes:
+    """Sofia's answer number n to `email`; without headers it names none of our emails."""
+    linked = f"In-Reply-To: {email.message_id}\n" if headers else ""
+    return (
+        f"From: {SOFIA}\nTo: {SENDER}\nSubject: Re: Outage\n"
+        f"Message-ID: <r{n}@customer.example>\n{linked}\nAnswer {n}\n"
+    ).encode()
+
+
 def _engagement(engine: Engine, email_id: int) -> Any:
     with engine.connect() as connection:
         return connection.execute(
@@ -193,16 +202,9 @@ def test_gmail_sync_follows_history_recovers_from_a_stale_cursor_and_credits_thr
             [email] = _send(engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)])
             assert email.thread_id
 
-            def reply(n: int, *, headers: bool = True) -> bytes:
-                linked = f"In-Reply-To: {email.message_id}\n" if headers else ""
-                return (
-                    f"From: {SOFIA}\nTo: {SENDER}\nSubject: Re: Outage\n"
-                    f"Message-ID: <r{n}@customer.example>\n{linked}\nAnswer {n}\n"
-                ).encode()
-
             first = sync_inbox(engine, box, internal_domains=["us.example"])
             assert first.recorded == {} and first.cursor
-            gmail.deliver(reply(1))
+            gmail.deliver(sofias_reply(email, 1))
             second = sync_inbox(engine, box, internal_domains=[], cursor=first.cursor)
             assert (second.seen, second.recorded) == (1, {"reply": 1})
             # Gmail forgot the cursor's history: a full re-read finds the new reply, and the
@@ -210,7 +212,9 @@ def test_gmail_sync_follows_history_recovers_from_a_stale_cursor_and_credits_thr
             gmail.deliver(b"From: x@else.example\nSubject: hi\nMessage-ID: <x@else>\n\nhi\n")
             gmail.expire_history()  # the cursor is now older than what Gmail keeps: 404
             # Archived by a filter (not in the inbox): only our thread leads to it.
-            gmail.deliver(reply(2, headers=False), thread_id=email.thread_id, label_ids=())
+            gmail.deliver(
+                sofias_reply(email, 2, headers=False), thread_id=email.thread_id, label_ids=()
+            )
             third = sync_inbox(engine, box, internal_domains=[], cursor=second.cursor)
             assert third.seen == 3  # a resync: our thread (both replies) and the inbox
             assert third.recorded == {"reply": 1}  # credited by the thread alone

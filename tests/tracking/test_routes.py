@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import update
 
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
-from mailbeacon.settings import load_settings, with_generated_keys
 from store.engine import make_engine
 from store.schema import endusers, users
+from tests.conftest import settings_for
 from tests.tracking.conftest import PERSON, ServerFactory, TrackingServer
 from tracking.routes import PIXEL
 from tracking.tokens import TokenSigner
@@ -270,12 +270,7 @@ def test_health(server: TrackingServer) -> None:
 
 def test_a_database_outage_still_gives_the_gif_and_a_clear_503(tmp_path: Path) -> None:
     port = free_port()
-    environ = {
-        "MAILBEACON__DATA_DIR": str(tmp_path),
-        "MAILBEACON__DATABASE__URL": "postgresql://nobody@127.0.0.1:9/none",
-        "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",
-    }
-    settings = with_generated_keys(load_settings(None, environ))
+    settings, _ = settings_for(tmp_path, DATABASE__URL="postgresql://nobody@127.0.0.1:9/none")
     signer = TokenSigner(settings.tracking.signing_keys)
     base = f"http://127.0.0.1:{port}"
     config = uvicorn_config(settings, make_engine(settings.database), "127.0.0.1", port)
