@@ -13,7 +13,12 @@ from bot.commands import CommandError, parse
 from bot.handlers import CommandFailed, Context, execute
 from bot.users import find_user, sync_config_users
 from mailbeacon.settings import Settings
-from outreach.accounts import mailbox_for_user, reencrypt_mailboxes, set_default_mailbox
+from outreach.accounts import (
+    credential_keeper,
+    mailbox_for_user,
+    reencrypt_mailboxes,
+    set_default_mailbox,
+)
 from outreach.mailbox import Mailbox
 from outreach.oauth import OAuthError, check_configured, make_state, redirect_uri, sign_in_url
 from outreach.templates import sync_templates
@@ -62,14 +67,16 @@ def run_cmd(
         return _fail(str(exc), as_json)
 
     def mailbox_for(sender: Any) -> Mailbox:
+        cipher = CredentialCipher(settings.secrets.encryption_keys)
         with engine.connect() as connection:
             return mailbox_for_user(
                 connection,
                 sender.id,
-                CredentialCipher(settings.secrets.encryption_keys),
+                cipher,
                 oauth=settings.oauth,
                 maildir_folder=Path(settings.outreach.maildir),
                 address=sender.email,
+                keep_credentials=credential_keeper(engine, cipher),
             )
 
     context = Context(

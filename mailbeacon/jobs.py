@@ -12,7 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, select, update
 
 from mailbeacon.settings import Settings
-from outreach.accounts import open_mailbox
+from outreach.accounts import credential_keeper, open_mailbox
 from outreach.mailbox import MailboxError
 from outreach.maildir import MaildirMailbox
 from outreach.oauth import OAuthError
@@ -39,7 +39,13 @@ def sync_replies(settings: Settings, engine: Engine) -> list[str]:
         try:
             credentials = cipher.decrypt(row.credentials) if row.credentials else {}
             box = open_mailbox(
-                row.provider, row.address, credentials, oauth=settings.oauth, maildir_folder=maildir
+                row.id,
+                row.provider,
+                row.address,
+                credentials,
+                oauth=settings.oauth,
+                maildir_folder=maildir,
+                keep_credentials=credential_keeper(engine, cipher),
             )
         except (CredentialsUnreadable, OAuthError) as exc:
             lines.append(f"{row.address}: not read: {exc}")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select, update
+from sqlalchemy import Connection, Engine, case, func, select, update
 
 from outreach.gmail import GmailMailbox
 from outreach.mailbox import Mailbox
@@ -20,6 +20,9 @@ from store.crypto import CredentialCipher, CredentialsUnreadable
 from store.schema import mailboxes, users
 
 PROVIDERS = ("gmail", "outlook", "smtp", "maildir")
+
+# Stores a mailbox's renewed credentials: (mailbox id, the whole new credentials).
+CredentialKeeper = Callable[[int, Mapping[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,21 @@ def save_mailbox(
     return int(found)
 
 
+def credential_keeper(engine: Engine, cipher: CredentialCipher) -> CredentialKeeper:
+    """Renewed credentials (Outlook's rotated refresh token) replace the stored ones, encrypted,
+    as soon as they arrive: a send-out that stops halfway has kept them all the same."""
+
+    def keep(mailbox_id: int, credentials: Mapping[str, Any]) -> None:
+        with engine.begin() as connection:
+            connection.execute(
+                update(mailboxes)
+                .where(mailboxes.c.id == mailbox_id)
+                .values(credentials=cipher.encrypt(dict(credentials)))
+            )
+
+    return keep
+
+
 def mailbox_for_user(
     connection: Connection,
     user_id: int,
@@ -87,6 +105,7 @@ def mailbox_for_user(
     oauth: OAuthSettings,
     maildir_folder: Path,
     address: str,
+    keep_credentials: CredentialKeeper,
 ) -> Mailbox:
     """The user's own mailbox (the one connected last), else the default mailbox, else the
     embedded Maildir one sending as `address`."""
@@ -109,17 +128,25 @@ def mailbox_for_user(
     except CredentialsUnreadable as exc:
         raise CredentialsUnreadable(f"{row.address} ({row.provider}): {exc}") from None
     return open_mailbox(
-        row.provider, row.address, credentials, oauth=oauth, maildir_folder=maildir_folder
+        row.id,
+        row.provider,
+        row.address,
+        credentials,
+        oauth=oauth,
+        maildir_folder=maildir_folder,
+        keep_credentials=keep_credentials,
     )
 
 
 def open_mailbox(
+    mailbox_id: int,
     provider: str,
     address: str,
     credentials: Mapping[str, Any],
     *,
     oauth: OAuthSettings,
     maildir_folder: Path,
+    keep_credentials: CredentialKeeper,
 ) -> Mailbox:
     """The client for one stored mailbox. Nothing is fetched yet: tokens come on first use."""
     if provider == "gmail":
@@ -136,6 +163,9 @@ def open_mailbox(
             address=address,
             tenant=oauth.microsoft_tenant,
             authority_host=oauth.microsoft_authority_host,
+            on_new_refresh_token=lambda token: keep_credentials(
+                mailbox_id, {**credentials, "refresh_token": token}
+            ),
         )
         return OutlookMailbox(address, tokens, base_url=oauth.graph_url)
     if provider == "smtp":

@@ -82,9 +82,9 @@ def _present(values: Mapping[str, Any] | None) -> dict[str, Any]:
 
 class GraphTokens:
     """Access tokens for one Outlook mailbox, from the refresh token `mailbeacon connect outlook`
-    stored. msal keeps the access token until it expires, and the refresh token Microsoft rotates
-    on every use, in `token_cache` (pass a msal.SerializableTokenCache to keep them across
-    restarts)."""
+    stored. msal keeps the access token until it expires. Microsoft sends a new refresh token with
+    every new access token, and the one stored at sign-in expires after 90 days: each new one goes
+    to `on_new_refresh_token`, so the stored one is always the newest."""
 
     def __init__(
         self,
@@ -96,7 +96,7 @@ class GraphTokens:
         tenant: str = "common",
         authority_host: str = "https://login.microsoftonline.com",
         http_client: Any = None,
-        token_cache: Any = None,
+        on_new_refresh_token: Callable[[str], None] | None = None,
     ) -> None:
         self.address = address
         self._client_id = client_id
@@ -104,7 +104,7 @@ class GraphTokens:
         self._refresh_token = refresh_token
         self._authority = f"{authority_host.rstrip('/')}/{tenant}"
         self._http_client = http_client or MsalHttpClient(httpx.Client(timeout=30))
-        self._token_cache = token_cache
+        self._on_new_refresh_token = on_new_refresh_token
         self._app: Any = None
 
     def access_token(self, *, refresh: bool = False) -> str:
@@ -124,6 +124,7 @@ class GraphTokens:
                 f"could not reach Microsoft sign-in for {self.address}: {exc}"
             ) from exc
         if "access_token" in result:
+            self._keep(result.get("refresh_token"))
             return str(result["access_token"])
         reason = f"{result.get('error')}: {result.get('error_description')}"
         if result.get("error") == "invalid_client":
@@ -135,6 +136,12 @@ class GraphTokens:
             f"Outlook sign-in expired for {self.address} ({reason}): "
             f"run `mailbeacon connect outlook --as {self.address}` again"
         )
+
+    def _keep(self, refresh_token: str | None) -> None:
+        if refresh_token and refresh_token != self._refresh_token:
+            self._refresh_token = refresh_token
+            if self._on_new_refresh_token is not None:
+                self._on_new_refresh_token(refresh_token)
 
     def _application(self) -> Any:
         # Built on first use: msal fetches the tenant's OpenID configuration when it starts.
@@ -148,7 +155,6 @@ class GraphTokens:
                     # no asking login.microsoftonline.com whether it knows it.
                     instance_discovery=False,
                     http_client=self._http_client,
-                    token_cache=self._token_cache,
                 )
             except ValueError as exc:  # msal's word for an authority it cannot use
                 raise MailboxError(f"Outlook sign-in is misconfigured: {exc}") from exc

@@ -51,6 +51,10 @@ class FakeIdentity:
         self.refresh_tokens.add(token)
         return token
 
+    def expire_refresh_token(self, token: str) -> None:
+        """That refresh token stops working, as Microsoft's do 90 days after they were issued."""
+        self.refresh_tokens.discard(token)
+
     def expire_access_tokens(self) -> None:
         """Every access token issued so far stops working (as when one is revoked)."""
         self.access_tokens.clear()

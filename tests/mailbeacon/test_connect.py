@@ -18,7 +18,7 @@ from starlette.routing import Route
 from bot.users import UserSettings, sync_config_users
 from mailbeacon.cli import main
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
-from outreach.accounts import mailbox_for_user
+from outreach.accounts import credential_keeper, mailbox_for_user
 from outreach.gmail import GmailMailbox
 from outreach.oauth import make_state
 from store.clock import utcnow
@@ -123,5 +123,6 @@ def test_the_callback_connects_the_users_gmail(
                 oauth=settings.oauth,
                 maildir_folder=tmp_path / "Maildir",
                 address="alex@us.example",
+                keep_credentials=credential_keeper(engine, cipher),
             )
         assert isinstance(box, GmailMailbox)

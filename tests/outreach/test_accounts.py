@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, select, update
 from outreach import accounts
 from outreach.accounts import (
     MailboxInfo,
+    credential_keeper,
     list_mailboxes,
     mailbox_for_user,
     reencrypt_mailboxes,
@@ -24,7 +25,7 @@ from outreach.accounts import (
 )
 from outreach.gmail import GmailMailbox
 from outreach.maildir import MaildirMailbox, build_message
-from outreach.oauth import OAuthError, finish_sign_in, make_state, read_callback
+from outreach.oauth import OAuthError, OAuthSettings, finish_sign_in, make_state, read_callback
 from outreach.outlook import GraphTokens, OutlookMailbox
 from outreach.smtp import SmtpMailbox, SmtpSettings
 from store.crypto import CredentialCipher, CredentialsUnreadable
@@ -82,9 +83,23 @@ def _save(connection: Connection, provider: str, address: str, owner: int | None
     )
 
 
-def _mailbox_for(connection: Connection, user_id: int, address: str, tmp: Path) -> Any:
+def _mailbox_for(
+    connection: Connection,
+    user_id: int,
+    address: str,
+    tmp: Path,
+    *,
+    oauth: OAuthSettings = OAUTH,
+    cipher: CredentialCipher = CIPHER,
+) -> Any:
     return mailbox_for_user(
-        connection, user_id, CIPHER, oauth=OAUTH, maildir_folder=tmp, address=address
+        connection,
+        user_id,
+        cipher,
+        oauth=oauth,
+        maildir_folder=tmp,
+        address=address,
+        keep_credentials=credential_keeper(connection.engine, cipher),
     )
 
 
@@ -197,9 +212,7 @@ def test_credentials_under_a_lost_key_name_the_mailbox_and_the_fix(
     _save(db, "gmail", "maria@us.example", maria)
     lost = CredentialCipher([Fernet.generate_key().decode()])
     with pytest.raises(CredentialsUnreadable) as raised:
-        mailbox_for_user(
-            db, maria, lost, oauth=OAUTH, maildir_folder=tmp_path, address="maria@us.example"
-        )
+        _mailbox_for(db, maria, "maria@us.example", tmp_path, cipher=lost)
     assert str(raised.value).startswith("maria@us.example (gmail): the stored mailbox credentials")
     assert "secrets.encryption_keys" in str(raised.value)
 
@@ -224,13 +237,12 @@ def test_a_connected_mailbox_needs_the_app_credentials_in_config(
     maria = _user(db, "maria@us.example")
     _save(db, "outlook", "maria@us.example", maria)
     with pytest.raises(OAuthError, match=r"set oauth\.microsoft_client_secret in config\.yaml"):
-        mailbox_for_user(
+        _mailbox_for(
             db,
             maria,
-            CIPHER,
+            "maria@us.example",
+            tmp_path,
             oauth=replace(OAUTH, microsoft_client_secret=""),
-            maildir_folder=tmp_path,
-            address="maria@us.example",
         )
 
 
@@ -253,9 +265,7 @@ def test_a_connected_gmail_mailbox_sends(db: Connection, tmp_path: Path) -> None
             credentials=connected.credentials,
             cipher=CIPHER,
         )
-        box = mailbox_for_user(
-            db, maria, CIPHER, oauth=settings, maildir_folder=tmp_path, address="x@us.example"
-        )
+        box = _mailbox_for(db, maria, "x@us.example", tmp_path, oauth=settings)
         assert isinstance(box, GmailMailbox)
         with box:
             box.send(_message("maria@us.example"))
@@ -267,10 +277,11 @@ def test_a_connected_gmail_mailbox_sends(db: Connection, tmp_path: Path) -> None
     assert redeem["refresh_token"] == connected.credentials["refresh_token"]
 
 
-def test_a_connected_outlook_mailbox_sends(
-    db: Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_connected_outlook_mailbox_sends_and_keeps_the_newest_refresh_token(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    maria = _user(db, "maria@us.example")
+    with engine.begin() as connection:
+        maria = _user(connection, "maria@us.example")
     identity = FakeIdentity("maria@us.example")
     microsoft, graph = FakeMicrosoft(identity), FakeGraph(identity)
     callback = read_callback(
@@ -282,14 +293,15 @@ def test_a_connected_outlook_mailbox_sends(
     connected = finish_sign_in(
         OAUTH, callback, OUTLOOK_REDIRECT, http_client=microsoft.http_client()
     )
-    save_mailbox(
-        db,
-        provider=connected.provider,
-        address=connected.address,
-        owner_user_id=callback.user_id,
-        credentials=connected.credentials,
-        cipher=CIPHER,
-    )
+    with engine.begin() as connection:
+        save_mailbox(
+            connection,
+            provider=connected.provider,
+            address=connected.address,
+            owner_user_id=callback.user_id,
+            credentials=connected.credentials,
+            cipher=CIPHER,
+        )
     # The clients as the registry builds them, only talking to the fakes.
     monkeypatch.setattr(
         accounts, "GraphTokens", functools.partial(GraphTokens, http_client=identity.http_client())
@@ -297,13 +309,32 @@ def test_a_connected_outlook_mailbox_sends(
     monkeypatch.setattr(
         accounts, "OutlookMailbox", functools.partial(OutlookMailbox, transport=graph.transport())
     )
-    box = _mailbox_for(db, maria, "x@us.example", tmp_path)
-    box.send(_message("maria@us.example"))
-    box.close()
+
+    def send() -> None:
+        with engine.connect() as connection:
+            box = _mailbox_for(connection, maria, "x@us.example", tmp_path)
+        box.send(_message("maria@us.example"))
+        box.close()
+
+    def stored_refresh_token() -> str:
+        with engine.connect() as connection:
+            stored = connection.scalars(select(mailboxes.c.credentials)).one()
+        return str(CIPHER.decrypt(stored)["refresh_token"])
+
+    first = connected.credentials["refresh_token"]
+    send()
     [sent] = graph.sent()
     assert sent["Subject"] == "Renewal"
     redeem = [request for request in identity.requests if request.method == "POST"][-1]
-    assert f"refresh_token={connected.credentials['refresh_token']}" in redeem.content.decode()
+    assert f"refresh_token={first}" in redeem.content.decode()
+    # Microsoft answered with a new refresh token: it is stored (encrypted) in place of the first.
+    newest = stored_refresh_token()
+    assert newest != first and newest in identity.refresh_tokens
+    # 90 days on, the first has expired; the mailbox still sends, from the stored one.
+    identity.expire_refresh_token(first)
+    send()
+    assert len(graph.sent()) == 2
+    assert stored_refresh_token() not in (first, newest)
 
 
 def _message(sender: str) -> Any:
