@@ -32,13 +32,18 @@ from google_auth_httplib2 import AuthorizedHttp
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from outreach.mailbox import DailyLimitReached, Delivered, MailboxError, PermanentFailure
+from outreach.mailbox import (
+    RESYNC_MESSAGES,
+    DailyLimitReached,
+    Delivered,
+    MailboxError,
+    PermanentFailure,
+)
 from outreach.pacing import Pacer
 from store.clock import Clock, utcnow
 from tracking.inbound import Incoming
 
 MAX_RECIPIENTS = 100
-RESYNC_MESSAGES = 500  # the newest inbox messages a resync reads, besides our threads
 # messages.send costs 100 quota units of the 250 a user may spend each second.
 MAX_SENDS_PER_SECOND = 2
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})

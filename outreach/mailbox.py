@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
 
+# A resync (the provider forgot our cursor) reads our threads, and this many of the newest other
+# inbox messages for bounces, which start threads of their own.
+RESYNC_MESSAGES = 500
+
 
 @dataclass(frozen=True)
 class Delivered:

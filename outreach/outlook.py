@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -16,10 +16,17 @@ import httpx
 import msal
 from msal.exceptions import MsalServiceError
 
-from outreach.mailbox import DailyLimitReached, Delivered, MailboxError, PermanentFailure
+from outreach.mailbox import (
+    RESYNC_MESSAGES,
+    DailyLimitReached,
+    Delivered,
+    MailboxError,
+    PermanentFailure,
+)
 from outreach.pacing import Pacer
 from store.clock import Clock, utcnow
 from tracking.inbound import Incoming
+from tracking.replies import RESYNC_WINDOW
 
 GRAPH_URL = "https://graph.microsoft.com/v1.0"
 SCOPES = ["https://graph.microsoft.com/Mail.Send", "https://graph.microsoft.com/Mail.ReadWrite"]
@@ -34,8 +41,9 @@ _LIMIT_CODES = frozenset(
     {"ErrorSubmissionQuotaExceeded", "ErrorQuotaExceeded", "ErrorMessageSubmissionBlocked"}
 )
 _LIMIT_TEXT = "SubmissionQuotaExceeded"
-# A delta round of the Inbox from the start: every message in it, then a deltaLink to go on from.
-INBOX_DELTA = "/me/mailFolders/inbox/messages/delta?$select=id,conversationId"
+INBOX_DELTA = "/me/mailFolders/inbox/messages/delta"
+# A listed Inbox message: its conversationId and receivedDateTime (ISO 8601, UTC).
+_Listed = tuple[str | None, str]
 
 
 class MsalHttpClient:
@@ -184,6 +192,7 @@ class OutlookMailbox:
             headers={"Prefer": 'IdType="ImmutableId"'},
             timeout=30,
         )
+        self._clock = clock
         self._pacer = Pacer(max_per_minute, timedelta(minutes=1), clock, sleep)
         # Message-ID -> what its draft becomes once sent, while a send of it is unfinished:
         # a retry sends the same draft instead of leaving one behind per attempt.
@@ -222,26 +231,31 @@ class OutlookMailbox:
     ) -> tuple[list[Incoming], str | None]:
         """What changed in the Inbox since `cursor` (a deltaLink), and the new deltaLink. With
         no cursor, or one Graph no longer knows (410 Gone: syncStateNotFound, resyncRequired),
-        a fresh delta round reads the whole Inbox again: reply sync records each message once,
-        so nothing is missed or counted twice."""
+        a fresh delta round lists the Inbox of the resync window, and its messages in `threads`
+        (our emails' conversations) and the newest others (for bounces) are read. Reply sync
+        records each message once: nothing is counted twice."""
         changed = self._delta(cursor) if cursor is not None else None
+        fresh = changed is None
         if changed is None:
-            changed = self._delta(INBOX_DELTA)
+            changed = self._delta(_fresh_round(self._clock() - RESYNC_WINDOW))
         if changed is None:
             raise MailboxError("Microsoft Graph answered 410 Gone to a fresh Inbox delta round")
         items, delta_link = changed
+        if fresh:
+            items = _worth_reading(items, threads)
         found = []
-        for message_id, conversation_id in items.items():
+        for message_id, (conversation_id, _) in items.items():
             path = f"/me/messages/{quote(message_id, safe='')}/$value"
             raw = self._request("GET", path, missing_ok=True)
             if raw.status_code != 404:  # deleted since the delta round saw it: nothing to read
                 found.append(Incoming(message_id, raw.content, conversation_id))
         return found, delta_link
 
-    def _delta(self, url: str) -> tuple[dict[str, str | None], str] | None:
+    def _delta(self, url: str) -> tuple[dict[str, _Listed], str] | None:
         """Every page of one delta round from `url` (a path or an absolute nextLink or
-        deltaLink): message id -> conversationId, and the closing deltaLink; None for 410."""
-        items: dict[str, str | None] = {}
+        deltaLink): message id -> (conversationId, receivedDateTime), and the closing
+        deltaLink; None for 410."""
+        items: dict[str, _Listed] = {}
         while True:
             response = self._request("GET", url, accept=(410,))
             if response.status_code == 410:
@@ -251,7 +265,10 @@ class OutlookMailbox:
                 if "@removed" in item:  # gone from the Inbox: nothing to read
                     items.pop(item["id"], None)
                 else:
-                    items[item["id"]] = item.get("conversationId")
+                    items[item["id"]] = (
+                        item.get("conversationId"),
+                        item.get("receivedDateTime") or "",
+                    )
             if "@odata.nextLink" not in page:
                 return items, str(page["@odata.deltaLink"])
             url = str(page["@odata.nextLink"])
@@ -357,3 +374,25 @@ def _retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         return None  # absent, or an HTTP date (Graph sends seconds)
     return seconds if seconds >= 0 else None
+
+
+def _fresh_round(since: datetime) -> str:
+    """A delta round from the start, of the Inbox messages received since then: the only
+    filter Graph takes on a message delta."""
+    query = {
+        "$select": "id,conversationId,receivedDateTime",
+        "$filter": f"receivedDateTime ge {since:%Y-%m-%dT%H:%M:%SZ}",
+    }
+    return f"{INBOX_DELTA}?{urlencode(query, quote_via=quote, safe='$,:')}"
+
+
+def _worth_reading(items: dict[str, _Listed], threads: Sequence[str]) -> dict[str, _Listed]:
+    """Of a fresh round: the messages in our threads, and the newest RESYNC_MESSAGES others."""
+    ours = set(threads)
+    others = sorted(
+        (message_id for message_id, (conversation, _) in items.items() if conversation not in ours),
+        key=lambda message_id: items[message_id][1],
+        reverse=True,
+    )
+    skipped = set(others[RESYNC_MESSAGES:])
+    return {message_id: item for message_id, item in items.items() if message_id not in skipped}

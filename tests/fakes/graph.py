@@ -13,6 +13,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -170,6 +171,7 @@ class GraphMessage:
     conversation_id: str
     subject: str
     change: int = 0  # the Inbox change counter when it arrived there
+    received: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def resource(self) -> dict[str, Any]:
         return {
@@ -231,12 +233,17 @@ class FakeGraph:
         self.messages[message.id] = message
         return message
 
-    def deliver(self, mime: bytes, conversation_id: str | None = None) -> GraphMessage:
-        """A message arriving in the Inbox: in `conversation_id` when given, else in the
-        conversation of the message it answers (by In-Reply-To and References), else a new one."""
+    def deliver(
+        self, mime: bytes, conversation_id: str | None = None, received: datetime | None = None
+    ) -> GraphMessage:
+        """A message arriving in the Inbox (at `received`, else now): in `conversation_id` when
+        given, else in the conversation of the message it answers (by In-Reply-To and
+        References), else a new one."""
         message = self._message(mime, "inbox")
         if conversation_id is not None:
             message.conversation_id = conversation_id
+        if received is not None:
+            message.received = received
         self._changes += 1
         message.change = self._changes
         self.messages[message.id] = message
@@ -345,9 +352,17 @@ class FakeGraph:
 
     def _delta(self, request: httpx.Request) -> httpx.Response:
         """One page of an Inbox delta round. With neither token, every message in the Inbox;
-        $deltatoken=G.N: the changes after N; $skiptoken=G.N.S: that round from its S-th item."""
+        $deltatoken=G.N: the changes after N; $skiptoken=G.N.S: that round from its S-th item.
+        `$filter=receivedDateTime ge <time>` (kept in the links handed out) leaves out older
+        messages."""
         params = request.url.params
         token = params.get("$skiptoken") or params.get("$deltatoken")
+        received_since = datetime.min.replace(tzinfo=UTC)
+        if "$filter" in params:
+            match = re.fullmatch(r"receivedDateTime ge (\S+Z)", params["$filter"])
+            if match is None:
+                return _graph_error(400, "BadRequest", f"Unsupported filter: {params['$filter']}")
+            received_since = datetime.fromisoformat(match[1])
         since, start = 0, 0
         if token is not None:
             generation, since, *rest = (int(part) for part in token.split("."))
@@ -363,9 +378,10 @@ class FakeGraph:
                 "@odata.type": "#microsoft.graph.message",
                 "id": m.id,
                 "conversationId": m.conversation_id,
+                "receivedDateTime": f"{m.received:%Y-%m-%dT%H:%M:%SZ}",
             }
             for m in self.in_folder("inbox")
-            if m.change > since
+            if m.change > since and m.received >= received_since
         ]
         if since:  # an initial round lists only what is there
             items += [
@@ -378,7 +394,8 @@ class FakeGraph:
                 if change > since
             ]
         page = items[start : start + self.delta_page_size]
-        link = request.url.copy_with(query=None)
+        kept = {"$filter": params["$filter"]} if "$filter" in params else {}
+        link = request.url.copy_with(query=None).copy_merge_params(kept)
         body: dict[str, Any] = {"value": page}
         if start + self.delta_page_size < len(items):
             skip = f"{self._generation}.{since}.{start + self.delta_page_size}"

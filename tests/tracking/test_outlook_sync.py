@@ -3,12 +3,15 @@ Graph forgot the deltaLink, and replies credited by conversation, on SQLite and 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy import Engine, select
 
 from outreach.campaigns import Outgoing
+from outreach.mailbox import RESYNC_MESSAGES
 from outreach.outlook import OutlookMailbox
 from store.schema import endusers, events
-from tests.fakes.graph import FakeGraph, FakeIdentity
+from tests.fakes.graph import FakeGraph, FakeIdentity, GraphMessage
 from tests.outreach.test_campaigns import SENDER
 from tests.outreach.test_outlook import _tokens
 from tests.tracking.test_replies import SOFIA, _engagement, _send, sofias_reply
@@ -60,3 +63,43 @@ def test_outlook_sync_follows_delta_recovers_from_an_expired_token_and_credits_c
             select(events.c.details).where(events.c.kind == "reply").order_by(events.c.id)
         ).all()
     assert [r["reason"] for r in reasons] == ["In-Reply-To", "in one of our threads"]
+
+
+def test_a_fresh_round_reads_our_conversations_and_the_newest_of_the_rest(
+    engine: Engine,
+) -> None:
+    identity = FakeIdentity(SENDER)
+    graph = FakeGraph(identity, delta_page_size=200)
+    box = OutlookMailbox(
+        SENDER,
+        _tokens(identity, identity.grant()),
+        transport=graph.transport(),
+        sleep=lambda seconds: None,
+    )
+    with engine.begin() as connection:
+        sofia = connection.execute(
+            endusers.insert().values(email=SOFIA, attributes={}).returning(endusers.c.id)
+        ).scalar_one()
+    [email] = _send(engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)])
+    now = datetime.now(UTC)
+    # A big Inbox: Sofia's reply is older than 500 other messages, and one is from before the
+    # 90 days a resync looks back.
+    reply = graph.deliver(sofias_reply(email, 1), received=now - timedelta(days=30))
+
+    def other(n: int, received: datetime) -> GraphMessage:
+        mime = f"From: x{n}@else.example\nTo: {SENDER}\nSubject: Hi\nMessage-ID: <o{n}@x>\n\nHi\n"
+        return graph.deliver(mime.encode(), received=received)
+
+    too_old = other(0, now - timedelta(days=120))
+    others = [other(n, now - timedelta(minutes=n)) for n in range(1, RESYNC_MESSAGES + 2)]
+
+    report = sync_inbox(engine, box, internal_domains=[])
+    box.close()
+    assert report.recorded == {"reply": 1}
+    read = {r.url.path.split("/")[-2] for r in graph.requests if r.url.path.endswith("/$value")}
+    assert reply.id in read
+    assert read - {reply.id} == {m.id for m in others[:RESYNC_MESSAGES]}  # the newest 500
+    assert too_old.id not in read and others[-1].id not in read
+    fresh = next(r for r in graph.requests if r.url.path.endswith("/delta"))
+    since = datetime.fromisoformat(fresh.url.params["$filter"].removeprefix("receivedDateTime ge "))
+    assert abs(since - (now - timedelta(days=90))) < timedelta(minutes=1)
