@@ -16,7 +16,7 @@ from outreach.maildir import MaildirMailbox
 from store.crypto import CredentialCipher
 from store.schema import emails, engagements, mailboxes
 from tests.conftest import settings_for
-from tests.outreach.test_campaigns import PLAN, SENDER, SIGNER, TRACKING
+from tests.helpers import PLAN, SENDER, SIGNER, TRACKING
 
 
 def test_the_server_syncs_replies_on_a_schedule(

@@ -32,7 +32,7 @@ from store.crypto import CredentialCipher, CredentialsUnreadable
 from store.schema import mailboxes, users
 from tests.fakes.gmail import FakeGmail
 from tests.fakes.graph import FakeGraph, FakeIdentity
-from tests.outreach.test_oauth import (
+from tests.fakes.oauth import (
     GMAIL_REDIRECT,
     GMAIL_TOKEN,
     KEY,

@@ -19,46 +19,13 @@ from sqlalchemy import Engine, select, update
 
 from outreach.campaigns import (
     CampaignBusy,
-    CampaignPlan,
-    Outgoing,
-    plan_campaign,
     run_campaign,
 )
 from outreach.mailbox import DailyLimitReached, Delivered, MailboxError
 from outreach.maildir import MaildirMailbox
 from store.clock import utcnow
-from store.schema import campaigns, emails, endusers
-from tracking.instrument import TrackingFlags
-from tracking.settings import TrackingSettings
-from tracking.tokens import TokenSigner
-
-SENDER = "me@us.example"
-PLAN = CampaignPlan(name="outage", sender_address=SENDER, flags=TrackingFlags(True, True))
-SIGNER = TokenSigner(["k" * 32])
-TRACKING = TrackingSettings(base_url="https://t.example")
-
-
-def _plan(engine: Engine, count: int) -> int:
-    with engine.begin() as connection:
-        ids = (
-            connection.execute(
-                endusers.insert().returning(endusers.c.id),
-                [{"email": f"u{i}@c.example", "attributes": {}} for i in range(count)],
-            )
-            .scalars()
-            .all()
-        )
-        outgoing = [
-            Outgoing(
-                [f"u{i}@c.example"],
-                f"Hi {i}",
-                f'<p><a href="https://a.example/{i}">x</a></p>',
-                f"Hi {i}",
-                enduser,
-            )
-            for i, enduser in enumerate(ids)
-        ]
-        return plan_campaign(connection, PLAN, outgoing, SIGNER, TRACKING)
+from store.schema import campaigns, emails
+from tests.helpers import SENDER, campaign_status, plan_numbered
 
 
 def _sent_to(folder: Path) -> Counter[str]:
@@ -66,19 +33,13 @@ def _sent_to(folder: Path) -> Counter[str]:
     return Counter(str(message["To"]) for message in sent)
 
 
-def _status(engine: Engine, campaign_id: int) -> tuple[str, int, str | None]:
-    with engine.connect() as connection:
-        row = connection.execute(select(campaigns).where(campaigns.c.id == campaign_id)).one()
-    return row.status, row.sent_count, row.status_reason
-
-
 def test_a_campaign_sends_every_planned_email_once(engine: Engine, tmp_path: Path) -> None:
-    campaign_id = _plan(engine, 5)
+    campaign_id = plan_numbered(engine, 5)
     box = MaildirMailbox(tmp_path / "Maildir", SENDER)
     report = run_campaign(engine, campaign_id, box, owner="test")
     assert (report.sent, report.found_already_sent, report.paused) == (5, 0, None)
     assert _sent_to(tmp_path / "Maildir") == Counter({f"u{i}@c.example": 1 for i in range(5)})
-    assert _status(engine, campaign_id) == ("sent", 5, None)
+    assert campaign_status(engine, campaign_id) == ("sent", 5, None)
     with engine.connect() as connection:
         rows = connection.execute(select(emails).order_by(emails.c.id)).all()
     assert {row.status for row in rows} == {"sent"}
@@ -92,7 +53,7 @@ def test_a_campaign_sends_every_planned_email_once(engine: Engine, tmp_path: Pat
 def test_the_email_in_flight_at_a_crash_is_checked_before_it_is_sent_again(
     engine: Engine, tmp_path: Path
 ) -> None:
-    campaign_id = _plan(engine, 3)
+    campaign_id = plan_numbered(engine, 3)
     box = MaildirMailbox(tmp_path / "Maildir", SENDER)
     with engine.begin() as connection:
         first = connection.execute(select(emails).order_by(emails.c.id)).first()
@@ -127,23 +88,23 @@ class FlakyMailbox(MaildirMailbox):
 def test_rate_limits_are_retried_and_a_daily_limit_pauses_until_later(
     engine: Engine, tmp_path: Path
 ) -> None:
-    campaign_id = _plan(engine, 4)
+    campaign_id = plan_numbered(engine, 4)
     box = FlakyMailbox(tmp_path / "Maildir", limit=3)
     waits: list[float] = []
     report = run_campaign(engine, campaign_id, box, owner="test", sleep=waits.append)
     assert waits == [1.5, 1.5]  # Retry-After honoured
     assert report.sent == 3 and report.paused is not None
-    status, sent_count, reason = _status(engine, campaign_id)
+    status, sent_count, reason = campaign_status(engine, campaign_id)
     assert (status, sent_count) == ("paused", 3)
     assert reason == f"{SENDER} reached its daily sending limit: 2,000 messages a day"
     box.limit = 10  # the next day
     assert run_campaign(engine, campaign_id, box, owner="test").sent == 1
-    assert _status(engine, campaign_id)[:2] == ("sent", 4)
+    assert campaign_status(engine, campaign_id)[:2] == ("sent", 4)
     assert sum(_sent_to(tmp_path / "Maildir").values()) == 4
 
 
 def test_one_sender_at_a_time(engine: Engine, tmp_path: Path) -> None:
-    campaign_id = _plan(engine, 1)
+    campaign_id = plan_numbered(engine, 1)
     box = MaildirMailbox(tmp_path / "Maildir", SENDER)
     with engine.begin() as connection:
         connection.execute(
@@ -175,7 +136,7 @@ run_campaign(engine, campaign, MaildirMailbox(folder, "me@us.example"), owner=sy
 def test_a_send_out_killed_at_random_and_restarted_reaches_everyone_exactly_once(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    campaign_id = _plan(engine, 1000)
+    campaign_id = plan_numbered(engine, 1000)
     folder = tmp_path / "Maildir"
 
     def start(name: str) -> subprocess.Popen[bytes]:
@@ -188,22 +149,22 @@ def test_a_send_out_killed_at_random_and_restarted_reaches_everyone_exactly_once
     for attempt in range(3):
         runner = start(f"runner-{attempt}")
         deadline = time.monotonic() + 30
-        while _status(engine, campaign_id)[1] == 0 and time.monotonic() < deadline:
+        while campaign_status(engine, campaign_id)[1] == 0 and time.monotonic() < deadline:
             time.sleep(0.01)  # let it get going, then kill it at a random point
         time.sleep(random.uniform(0, 0.3))
         if runner.poll() is None:
             runner.send_signal(signal.SIGKILL)
-            kills_mid_send += _status(engine, campaign_id)[1] < 1000
+            kills_mid_send += campaign_status(engine, campaign_id)[1] < 1000
         runner.wait()
         # A killed sender holds its lease until it expires; a restart after a crash takes
         # over sooner (as the operator's resume would).
         with engine.begin() as connection:
             connection.execute(update(campaigns).values(lease_expires_at=None, lease_owner=None))
-    if _status(engine, campaign_id)[0] != "sent":
+    if campaign_status(engine, campaign_id)[0] != "sent":
         assert start("runner-last").wait(timeout=300) == 0
     assert kills_mid_send >= 1
     assert _sent_to(folder) == Counter({f"u{i}@c.example": 1 for i in range(1000)})
-    assert _status(engine, campaign_id)[:2] == ("sent", 1000)
+    assert campaign_status(engine, campaign_id)[:2] == ("sent", 1000)
 
 
 class DownMailbox(MaildirMailbox):
@@ -212,13 +173,13 @@ class DownMailbox(MaildirMailbox):
 
 
 def test_a_provider_that_keeps_failing_pauses_the_campaign(engine: Engine, tmp_path: Path) -> None:
-    campaign_id = _plan(engine, 2)
+    campaign_id = plan_numbered(engine, 2)
     waits: list[float] = []
     box = DownMailbox(tmp_path / "Maildir", SENDER)
     report = run_campaign(engine, campaign_id, box, owner="test", sleep=waits.append)
     assert waits == [2.0, 4.0, 8.0, 16.0]  # exponential backoff, then give up for now
     assert report.paused == f"{SENDER} kept failing, try again later: 503 Service Unavailable"
-    assert _status(engine, campaign_id) == ("paused", 0, report.paused)
+    assert campaign_status(engine, campaign_id) == ("paused", 0, report.paused)
     # Later, with the provider back, the same campaign finishes.
     assert (
         run_campaign(
@@ -236,7 +197,7 @@ class SlowDownMailbox(MaildirMailbox):
 def test_a_long_retry_after_pauses_rather_than_outwaiting_the_lease(
     engine: Engine, tmp_path: Path
 ) -> None:
-    campaign_id = _plan(engine, 1)
+    campaign_id = plan_numbered(engine, 1)
     waits: list[float] = []
     box = SlowDownMailbox(tmp_path / "Maildir", SENDER)
     report = run_campaign(engine, campaign_id, box, owner="test", sleep=waits.append)

@@ -23,7 +23,7 @@ from outreach.mailbox import DailyLimitReached, MailboxError, PermanentFailure
 from outreach.maildir import build_message
 from store.schema import campaigns, emails, endusers
 from tests.fakes.gmail import FakeGmail, parse
-from tests.outreach.test_campaigns import PLAN, SENDER, SIGNER, TRACKING, _plan, _status
+from tests.helpers import PLAN, SENDER, SIGNER, TRACKING, campaign_status, plan_numbered
 
 TOKEN = "fake-token"
 
@@ -153,7 +153,7 @@ def test_rate_limits_are_retried_after_what_gmail_asks(
     assert raised.value.retry_after == (None if retry_after is None else float(retry_after))
     assert not isinstance(raised.value, DailyLimitReached) and gmail.sent() == []
 
-    campaign_id = _plan(engine, 3)
+    campaign_id = plan_numbered(engine, 3)
     gmail.fail_next(status, reason, retry_after, times=2)
     slept: list[float] = []
     report = run_campaign(engine, campaign_id, box, owner="test", sleep=slept.append)
@@ -165,7 +165,7 @@ def test_rate_limits_are_retried_after_what_gmail_asks(
 def test_a_daily_limit_pauses_the_campaign_until_it_is_raised(
     engine: Engine, gmail: FakeGmail, box: GmailMailbox
 ) -> None:
-    campaign_id = _plan(engine, 5)
+    campaign_id = plan_numbered(engine, 5)
     gmail.daily_limit = 3
     slept: list[float] = []
     report = run_campaign(engine, campaign_id, box, owner="test", sleep=slept.append)
@@ -174,10 +174,10 @@ def test_a_daily_limit_pauses_the_campaign_until_it_is_raised(
         "Gmail answered 403 dailyLimitExceeded: Daily user sending limit exceeded."
     )
     assert (report.sent, report.paused, slept) == (3, reason, [])
-    assert _status(engine, campaign_id) == ("paused", 3, reason)
+    assert campaign_status(engine, campaign_id) == ("paused", 3, reason)
     gmail.daily_limit = 10  # the next day
     assert run_campaign(engine, campaign_id, box, owner="test").sent == 2
-    assert _status(engine, campaign_id)[:2] == ("sent", 5)
+    assert campaign_status(engine, campaign_id)[:2] == ("sent", 5)
     assert _sent_to(gmail) == Counter({f"u{i}@c.example": 1 for i in range(5)})
 
 
@@ -204,7 +204,7 @@ def test_more_than_100_recipients_are_refused_before_calling_gmail(
 def test_the_email_in_flight_at_a_crash_is_found_and_not_sent_twice(
     engine: Engine, gmail: FakeGmail, box: GmailMailbox
 ) -> None:
-    campaign_id = _plan(engine, 3)
+    campaign_id = plan_numbered(engine, 3)
     with engine.begin() as connection:
         first = connection.execute(select(emails).order_by(emails.c.id)).first()
         assert first is not None
@@ -313,7 +313,7 @@ def test_the_fake_keeps_history_for_reply_sync(gmail: FakeGmail, box: GmailMailb
 def test_a_follow_up_campaign_goes_into_each_enduser_s_thread(
     engine: Engine, gmail: FakeGmail, box: GmailMailbox
 ) -> None:
-    first = _plan(engine, 2)
+    first = plan_numbered(engine, 2)
     run_campaign(engine, first, box, owner="test")
     with engine.begin() as connection:
         people = connection.execute(select(endusers.c.id, endusers.c.email)).all()

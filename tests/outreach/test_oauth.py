@@ -4,15 +4,10 @@ fake token endpoints, and the Gmail profile from the fake Gmail."""
 from __future__ import annotations
 
 import base64
-import itertools
 import json
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -32,7 +27,6 @@ from outreach.oauth import (
     microsoft_authorization_url,
     read_callback,
     read_state,
-    redirect_uri,
     sign_in_url,
 )
 from outreach.outlook import MsalHttpClient
@@ -40,149 +34,20 @@ from tests.fakes.gmail import FakeGmail
 from tests.fakes.graph import (
     AUTHORITY_HOST,
     CLIENT_ID,
-    CLIENT_SECRET,
     FakeIdentity,
-    oauth_error,
-    token_answer,
 )
-
-KEY = "state-signing-key-" + "k" * 16
-NOW = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
-BASE_URL = "https://beacon.example"
-GMAIL_REDIRECT = redirect_uri(BASE_URL, "gmail")
-OUTLOOK_REDIRECT = redirect_uri(BASE_URL, "outlook")
-GMAIL_TOKEN = "fake-token"  # what FakeGmail accepts
-ADDRESS = "maria@us.example"
-OAUTH = OAuthSettings(
-    google_client_id="123-abc.apps.googleusercontent.com",
-    google_client_secret="GOCSPX-fake",
-    google_token_uri="https://oauth2.fake.example/token",
-    microsoft_client_id=CLIENT_ID,
-    microsoft_client_secret=CLIENT_SECRET,
-    microsoft_authority_host=AUTHORITY_HOST,
+from tests.fakes.oauth import (
+    ADDRESS,
+    GMAIL_REDIRECT,
+    GMAIL_TOKEN,
+    KEY,
+    NOW,
+    OAUTH,
+    OUTLOOK_REDIRECT,
+    FakeGoogle,
+    FakeMicrosoft,
+    Json,
 )
-
-Json = dict[str, Any]
-
-
-@dataclass
-class FakeGoogle:
-    """Google's token endpoint for one OAuth client: redeems each code it issued once (for the
-    redirect URI it was issued to) and the refresh tokens that came with them."""
-
-    access_token: str = GMAIL_TOKEN
-    scope: str = " ".join(GMAIL_SCOPES)
-    forms: list[dict[str, str]] = field(default_factory=list)
-    codes: set[str] = field(default_factory=set)
-    refresh_tokens: set[str] = field(default_factory=set)
-    _serial: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-
-    def issue_code(self) -> str:
-        code = f"4/0AQ-code-{next(self._serial)}"
-        self.codes.add(code)
-        return code
-
-    def answer(self, form: dict[str, str]) -> tuple[int, Json]:
-        self.forms.append(form)
-        if (form.get("client_id"), form.get("client_secret")) != (
-            OAUTH.google_client_id,
-            OAUTH.google_client_secret,
-        ):
-            return 401, {"error": "invalid_client", "error_description": "Unauthorized"}
-        granted = {"access_token": self.access_token, "expires_in": 3599, "scope": self.scope}
-        if form.get("grant_type") == "authorization_code":
-            if form.get("redirect_uri") != GMAIL_REDIRECT:
-                return 400, {"error": "redirect_uri_mismatch", "error_description": "Bad Request"}
-            if form.get("code") not in self.codes:
-                return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
-            self.codes.discard(form["code"])
-            refresh_token = f"1//0g-refresh-{next(self._serial)}"
-            self.refresh_tokens.add(refresh_token)
-            return 200, {**granted, "refresh_token": refresh_token, "token_type": "Bearer"}
-        if form.get("grant_type") == "refresh_token":
-            if form.get("refresh_token") not in self.refresh_tokens:
-                return 400, {
-                    "error": "invalid_grant",
-                    "error_description": "Token has been expired or revoked.",
-                }
-            return 200, {**granted, "token_type": "Bearer"}
-        return 400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"}
-
-    def transport(self) -> httpx.MockTransport:
-        def handle(request: httpx.Request) -> httpx.Response:
-            assert (request.method, str(request.url)) == ("POST", OAUTH.google_token_uri)
-            status, body = self.answer(_form(request.content))
-            return httpx.Response(status, json=body)
-
-        return httpx.MockTransport(handle)
-
-    @contextmanager
-    def serve(self) -> Iterator[str]:
-        """On loopback, for google-auth (httplib2) refreshing a token: yields its token URI."""
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                status, body = fake.answer(_form(self.rfile.read(length)))
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,))
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/token"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
-
-
-class FakeMicrosoft:
-    """The identity platform of tests/fakes/graph.py plus the authorization-code grant: a code
-    redeems once, for its redirect URI, to a refresh token FakeIdentity (and so FakeGraph) takes."""
-
-    def __init__(self, identity: FakeIdentity, claims: Json | None = None) -> None:
-        self.identity = identity
-        self.claims = {"preferred_username": identity.address} if claims is None else claims
-        self.codes: set[str] = set()
-        self.forms: list[dict[str, str]] = []
-        self._serial = itertools.count(1)
-
-    def issue_code(self) -> str:
-        code = f"0.AXoA-code-{next(self._serial)}"
-        self.codes.add(code)
-        return code
-
-    def http_client(self) -> MsalHttpClient:
-        return MsalHttpClient(httpx.Client(transport=httpx.MockTransport(self.handle)))
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        form = _form(request.content) if request.method == "POST" else {}
-        if form.get("grant_type") != "authorization_code":
-            return self.identity.handle(request)
-        self.forms.append(form)
-        if (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
-            return oauth_error(401, "invalid_client", "AADSTS7000215: Invalid client secret.")
-        if form.get("code") not in self.codes or form.get("redirect_uri") != OUTLOOK_REDIRECT:
-            return oauth_error(
-                400, "invalid_grant", "AADSTS54005: OAuth2 Authorization code was already redeemed."
-            )
-        self.codes.discard(form["code"])
-        body = token_answer(form, "at-from-code", self.identity.grant(), self.claims)
-        return httpx.Response(200, json=body)
-
-
-def _form(content: bytes) -> dict[str, str]:
-    return {key: values[0] for key, values in parse_qs(content.decode()).items()}
 
 
 def _query(url: str) -> dict[str, str]:

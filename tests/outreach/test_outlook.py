@@ -22,13 +22,10 @@ from outreach.outlook import GraphTokens, OutlookMailbox, graph_error
 from outreach.pacing import Pacer
 from store.schema import campaigns, emails
 from tests.fakes.graph import (
-    AUTHORITY_HOST,
-    CLIENT_ID,
-    CLIENT_SECRET,
     FakeGraph,
     FakeIdentity,
 )
-from tests.outreach.test_campaigns import SENDER, _plan, _status
+from tests.helpers import SENDER, campaign_status, graph_tokens, plan_numbered
 
 
 @dataclass
@@ -53,22 +50,11 @@ class Outlook:
     time: FakeTime
 
 
-def _tokens(identity: FakeIdentity, refresh_token: str, secret: str = CLIENT_SECRET) -> GraphTokens:
-    return GraphTokens(
-        CLIENT_ID,
-        secret,
-        refresh_token=refresh_token,
-        address=SENDER,
-        authority_host=AUTHORITY_HOST,
-        http_client=identity.http_client(),
-    )
-
-
 @pytest.fixture
 def outlook() -> Iterator[Outlook]:
     identity = FakeIdentity(SENDER)
     graph = FakeGraph(identity)
-    tokens = _tokens(identity, identity.grant())
+    tokens = graph_tokens(identity, identity.grant())
     time = FakeTime()
     mailbox = OutlookMailbox(
         SENDER, tokens, transport=graph.transport(), clock=time, sleep=time.sleep
@@ -118,11 +104,11 @@ def test_msal_redeems_the_refresh_token_and_keeps_the_access_token(outlook: Outl
 def test_a_refused_refresh_token_says_how_to_sign_in_again() -> None:
     identity = FakeIdentity(SENDER)
     with pytest.raises(MailboxError) as refused:
-        _tokens(identity, "rt-revoked").access_token()
+        graph_tokens(identity, "rt-revoked").access_token()
     assert str(refused.value).startswith(f"Outlook sign-in expired for {SENDER} (invalid_grant")
     assert str(refused.value).endswith(f"run `mailbeacon connect outlook --as {SENDER}` again")
     with pytest.raises(MailboxError, match="check the Outlook client id and client secret"):
-        _tokens(identity, identity.grant(), secret="expired").access_token()
+        graph_tokens(identity, identity.grant(), secret="expired").access_token()
 
 
 # Sending
@@ -293,14 +279,14 @@ def test_the_pacer_waits_only_as_long_as_the_oldest_needs() -> None:
 
 
 def test_a_campaign_waits_out_throttling_as_graph_asks(engine: Engine, outlook: Outlook) -> None:
-    campaign_id = _plan(engine, 3)
+    campaign_id = plan_numbered(engine, 3)
     outlook.graph.fail_next(429, "ApplicationThrottled", retry_after=7, times=2)
     waits: list[float] = []
     report = run_campaign(engine, campaign_id, outlook.mailbox, owner="test", sleep=waits.append)
     assert waits == [7.0, 7.0]
     assert (report.sent, report.paused) == (3, None)
     assert _sent_to(outlook.graph) == Counter({f"u{i}@c.example": 1 for i in range(3)})
-    assert _status(engine, campaign_id) == ("sent", 3, None)
+    assert campaign_status(engine, campaign_id) == ("sent", 3, None)
     with engine.connect() as connection:
         rows = connection.execute(select(emails).order_by(emails.c.id)).all()
     sent = outlook.graph.in_folder("sentitems")
@@ -312,11 +298,11 @@ def test_a_campaign_waits_out_throttling_as_graph_asks(engine: Engine, outlook: 
 def test_a_daily_limit_pauses_the_campaign_and_a_later_run_completes(
     engine: Engine, outlook: Outlook
 ) -> None:
-    campaign_id = _plan(engine, 5)
+    campaign_id = plan_numbered(engine, 5)
     outlook.graph.daily_limit = 3
     report = run_campaign(engine, campaign_id, outlook.mailbox, owner="test", sleep=_no_sleep)
     assert (report.sent, report.found_already_sent) == (3, 0)
-    status, sent_count, reason = _status(engine, campaign_id)
+    status, sent_count, reason = campaign_status(engine, campaign_id)
     assert (status, sent_count) == ("paused", 3)
     assert reason is not None
     assert reason.startswith(f"{SENDER} reached its daily sending limit: ")
@@ -324,7 +310,7 @@ def test_a_daily_limit_pauses_the_campaign_and_a_later_run_completes(
     outlook.graph.daily_limit = None  # the next day
     report = run_campaign(engine, campaign_id, outlook.mailbox, owner="test", sleep=_no_sleep)
     assert (report.sent, report.found_already_sent, report.paused) == (2, 0, None)
-    assert _status(engine, campaign_id)[:2] == ("sent", 5)
+    assert campaign_status(engine, campaign_id)[:2] == ("sent", 5)
     assert _sent_to(outlook.graph) == Counter({f"u{i}@c.example": 1 for i in range(5)})
     assert outlook.graph.in_folder("drafts") == []
 
@@ -345,7 +331,7 @@ def _stop_while_sending_the_first(engine: Engine) -> bytes:
 def test_a_draft_the_sender_never_sent_is_deleted_and_sent_once(
     engine: Engine, outlook: Outlook
 ) -> None:
-    campaign_id = _plan(engine, 3)
+    campaign_id = plan_numbered(engine, 3)
     stale = outlook.graph.put(_stop_while_sending_the_first(engine), "drafts")
     report = run_campaign(engine, campaign_id, outlook.mailbox, owner="test", sleep=_no_sleep)
     assert (report.sent, report.found_already_sent) == (3, 0)
@@ -355,7 +341,7 @@ def test_a_draft_the_sender_never_sent_is_deleted_and_sent_once(
 
 
 def test_an_email_already_in_sent_items_is_not_sent_again(engine: Engine, outlook: Outlook) -> None:
-    campaign_id = _plan(engine, 3)
+    campaign_id = plan_numbered(engine, 3)
     already = outlook.graph.put(_stop_while_sending_the_first(engine), "sentitems")
     report = run_campaign(engine, campaign_id, outlook.mailbox, owner="test", sleep=_no_sleep)
     assert (report.sent, report.found_already_sent) == (2, 1)

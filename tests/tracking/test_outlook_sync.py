@@ -12,9 +12,7 @@ from outreach.mailbox import RESYNC_MESSAGES
 from outreach.outlook import OutlookMailbox
 from store.schema import endusers, events
 from tests.fakes.graph import FakeGraph, FakeIdentity, GraphMessage
-from tests.outreach.test_campaigns import SENDER
-from tests.outreach.test_outlook import _tokens
-from tests.tracking.test_replies import SOFIA, _engagement, _send, sofias_reply
+from tests.helpers import SENDER, SOFIA, engagement_of, graph_tokens, send_campaign, sofias_reply
 from tracking.replies import sync_inbox
 
 
@@ -25,7 +23,7 @@ def test_outlook_sync_follows_delta_recovers_from_an_expired_token_and_credits_c
     graph = FakeGraph(identity)
     box = OutlookMailbox(
         SENDER,
-        _tokens(identity, identity.grant()),
+        graph_tokens(identity, identity.grant()),
         transport=graph.transport(),
         sleep=lambda seconds: None,
     )
@@ -33,7 +31,7 @@ def test_outlook_sync_follows_delta_recovers_from_an_expired_token_and_credits_c
         sofia = connection.execute(
             endusers.insert().values(email=SOFIA, attributes={}).returning(endusers.c.id)
         ).scalar_one()
-    [email] = _send(engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)])
+    [email] = send_campaign(engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)])
     assert email.thread_id
     # Mail that was in the Inbox before: a delta round starts with it, and it is no reply.
     for n in range(3):
@@ -57,7 +55,7 @@ def test_outlook_sync_follows_delta_recovers_from_an_expired_token_and_credits_c
     assert (fourth.seen, fourth.recorded) == (0, {})
     box.close()
 
-    assert _engagement(engine, email.id).replies == 2
+    assert engagement_of(engine, email.id).replies == 2
     with engine.connect() as connection:
         reasons = connection.scalars(
             select(events.c.details).where(events.c.kind == "reply").order_by(events.c.id)
@@ -72,7 +70,7 @@ def test_a_fresh_round_reads_our_conversations_and_the_newest_of_the_rest(
     graph = FakeGraph(identity, delta_page_size=200)
     box = OutlookMailbox(
         SENDER,
-        _tokens(identity, identity.grant()),
+        graph_tokens(identity, identity.grant()),
         transport=graph.transport(),
         sleep=lambda seconds: None,
     )
@@ -80,7 +78,7 @@ def test_a_fresh_round_reads_our_conversations_and_the_newest_of_the_rest(
         sofia = connection.execute(
             endusers.insert().values(email=SOFIA, attributes={}).returning(endusers.c.id)
         ).scalar_one()
-    [email] = _send(engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)])
+    [email] = send_campaign(engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)])
     now = datetime.now(UTC)
     # A big Inbox: Sofia's reply is older than 500 other messages, and one is from before the
     # 90 days a resync looks back.

@@ -4,49 +4,19 @@ the email it answers, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import mailbox
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine, select
 
-from outreach.campaigns import Outgoing, plan_campaign, run_campaign
-from outreach.mailbox import Mailbox
+from outreach.campaigns import Outgoing
 from outreach.maildir import MaildirMailbox
-from store.schema import emails, endusers, engagements, events, users
-from tests.outreach.test_campaigns import PLAN, SENDER, SIGNER, TRACKING
+from store.schema import endusers, events, users
+from tests.helpers import ANN, JONAS, SENDER, SOFIA, engagement_of, send_campaign, sofias_reply
 from tracking.replies import sync_inbox
-
-SOFIA, JONAS, ANN = "sofia@customer.example", "jonas@customer.example", "ann@other.example"
-
-
-def _send(engine: Engine, box: Mailbox, outgoing: list[Outgoing], **plan: Any) -> list[Any]:
-    with engine.begin() as connection:
-        campaign = plan_campaign(connection, replace(PLAN, **plan), outgoing, SIGNER, TRACKING)
-    run_campaign(engine, campaign, box, owner="test")
-    with engine.connect() as connection:
-        query = select(emails).where(emails.c.campaign_id == campaign).order_by(emails.c.id)
-        return list(connection.execute(query))
 
 
 def _deliver(folder: Path, text: str) -> None:
     mailbox.Maildir(folder).add(text.replace("\n", "\r\n").encode())
-
-
-def sofias_reply(email: Any, n: int, *, headers: bool = True) -> bytes:
-    """Sofia's answer number n to `email`; without headers it names none of our emails."""
-    linked = f"In-Reply-To: {email.message_id}\n" if headers else ""
-    return (
-        f"From: {SOFIA}\nTo: {SENDER}\nSubject: Re: Outage\n"
-        f"Message-ID: <r{n}@customer.example>\n{linked}\nAnswer {n}\n"
-    ).encode()
-
-
-def _engagement(engine: Engine, email_id: int) -> Any:
-    with engine.connect() as connection:
-        return connection.execute(
-            select(engagements).where(engagements.c.email_id == email_id)
-        ).one()
 
 
 def test_replies_auto_replies_and_bounces_are_credited_to_the_right_email(
@@ -64,14 +34,16 @@ def test_replies_auto_replies_and_bounces_are_credited_to_the_right_email(
         connection.execute(users.insert().values(email="colleague@us.example"))
     # Email 1 to Sofia and Jonas together (Sofia first), Email 2 a follow-up in the same thread,
     # and one to Ann that will bounce.
-    [first] = _send(engine, box, [Outgoing([SOFIA, JONAS], "Outage", "<p>1</p>", "1", ids[SOFIA])])
-    [second] = _send(
+    [first] = send_campaign(
+        engine, box, [Outgoing([SOFIA, JONAS], "Outage", "<p>1</p>", "1", ids[SOFIA])]
+    )
+    [second] = send_campaign(
         engine,
         box,
         [Outgoing([SOFIA], "x", "<p>2</p>", "2", ids[SOFIA])],
         follow_up_of=first.campaign_id,
     )
-    [to_ann] = _send(engine, box, [Outgoing([ANN], "Hello", "<p>3</p>", "3", ids[ANN])])
+    [to_ann] = send_campaign(engine, box, [Outgoing([ANN], "Hello", "<p>3</p>", "3", ids[ANN])])
 
     _deliver(
         folder,
@@ -163,14 +135,14 @@ Lunch?
     assert report.recorded == {"reply": 1, "auto_reply": 1, "bounce": 1}
 
     # The seed's case: the reply answers Email 2; Email 1 stays without one.
-    assert _engagement(engine, second.id).reply_rate == 100
-    assert _engagement(engine, first.id).reply_rate == 0
+    assert engagement_of(engine, second.id).reply_rate == 100
+    assert engagement_of(engine, first.id).reply_rate == 0
     # Jonas replied to an email whose first recipient is Sofia: Sofia's (the email's) outcome.
     assert second.enduser_id == ids[SOFIA]
     # An out-of-office is not a reply; a bounce is not either.
-    oof = _engagement(engine, first.id)
+    oof = engagement_of(engine, first.id)
     assert oof.auto_replied_at is not None and oof.replies == 0
-    bounced = _engagement(engine, to_ann.id)
+    bounced = engagement_of(engine, to_ann.id)
     assert bounced.bounced_at is not None and bounced.reply_rate == 0
     with engine.connect() as connection:
         ann = connection.execute(select(endusers).where(endusers.c.email == ANN)).one()
@@ -199,7 +171,9 @@ def test_gmail_sync_follows_history_recovers_from_a_stale_cursor_and_credits_thr
                 sofia = connection.execute(
                     endusers.insert().values(email=SOFIA, attributes={}).returning(endusers.c.id)
                 ).scalar_one()
-            [email] = _send(engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)])
+            [email] = send_campaign(
+                engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)]
+            )
             assert email.thread_id
 
             first = sync_inbox(engine, box, internal_domains=["us.example"])
@@ -219,7 +193,7 @@ def test_gmail_sync_follows_history_recovers_from_a_stale_cursor_and_credits_thr
             assert third.seen == 3  # a resync: our thread (both replies) and the inbox
             assert third.recorded == {"reply": 1}  # credited by the thread alone
             assert sync_inbox(engine, box, internal_domains=[], cursor=third.cursor).recorded == {}
-    assert _engagement(engine, email.id).replies == 2
+    assert engagement_of(engine, email.id).replies == 2
 
 
 def test_a_reply_from_a_colleague_the_email_was_forwarded_to_counts(
@@ -231,7 +205,7 @@ def test_a_reply_from_a_colleague_the_email_was_forwarded_to_counts(
         sofia = connection.execute(
             endusers.insert().values(email=SOFIA, attributes={}).returning(endusers.c.id)
         ).scalar_one()
-    [email] = _send(engine, box, [Outgoing([SOFIA], "Pricing", "<p>p</p>", "p", sofia)])
+    [email] = send_campaign(engine, box, [Outgoing([SOFIA], "Pricing", "<p>p</p>", "p", sofia)])
     _deliver(
         folder,
         f"""From: Her boss <boss@customer.example>
@@ -246,4 +220,4 @@ Sofia forwarded this to me: let's talk.
 """,
     )
     assert sync_inbox(engine, box, internal_domains=["us.example"]).recorded == {"reply": 1}
-    assert _engagement(engine, email.id).reply_rate == 100  # Sofia's email got the reply
+    assert engagement_of(engine, email.id).reply_rate == 100  # Sofia's email got the reply
