@@ -1,11 +1,13 @@
 """Benchmark: the open pixel with durable recording vs a bare ASGI app, in the same run.
 
-    .venv/bin/python bench/tracking.py [--seconds 10] [--connections 64] [--emails 1000]
+    .venv/bin/python bench/tracking.py [--seconds 10] [--rounds 3] [--connections 64]
 
 Starts each server (uvicorn, one worker) in turn: the bare app, mailbeacon on SQLite, mailbeacon
-on PostgreSQL (skipped when none answers). Drives each with wrk when installed, else a Python
-load generator, for the same time at the same concurrency, then prints requests/s, p50 and p99
-latency, the ratio to the bare app, and the events recorded against the 200 responses counted.
+on PostgreSQL (skipped when none answers), and mailbeacon with recording off for reference.
+Drives each with wrk when installed, else a Python load generator, for the same time at the same
+concurrency; does that for every target in each of several rounds, then prints the medians of
+requests/s, p50 and p99 latency and of the ratio to the bare app of the same round, and checks
+in every round that the events recorded equal the 200 responses counted.
 Judged by: SQLite ratio >= 0.50, p99 < 50 ms, and events recorded = 200 responses.
 """
 
@@ -22,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -72,6 +74,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--emails", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--postgres", default=os.environ.get("MAILBEACON_TEST_DATABASE_URL", DEFAULT_PG)
     )
@@ -81,34 +84,60 @@ def main() -> int:
     args = parser.parse_args()
     print(
         f"load: {args.generator}, {args.connections} connections, {args.seconds:g} s per target, "
-        f"{os.cpu_count()} cores"
+        f"{args.rounds} rounds, {os.cpu_count()} cores"
     )
 
-    outcomes: list[Outcome] = []
-    with tempfile.TemporaryDirectory(prefix="mailbeacon-bench-") as folder:
-        paths_file = Path(folder) / "paths.txt"
-        with _server(["bench.bare_app:app"], {}, bare=True) as port:
-            paths_file.write_text("/t/o/warmup.gif\n")
-            outcomes.append(Outcome("bare ASGI", _drive(args, port, paths_file)))
-        # name, database, tracking on: the last row is a reference, everything but the writes.
-        targets = [("mailbeacon sqlite", f"sqlite:///{folder}/bench.db", True)]
-        if _postgres_answers(args.postgres):
-            targets.append(("mailbeacon postgresql", args.postgres, True))
-        else:
-            print(f"PostgreSQL not reachable at {args.postgres}: skipped")
-        targets.append(("(sqlite, recording off)", f"sqlite:///{folder}/off.db", False))
-        for name, url, tracking in targets:
-            with _database(url) as db_url:
-                env = _environment(folder, db_url)
-                paths = _seed(env, args.emails)
-                paths_file.write_text("\n".join(paths) + "\n")
-                env["MAILBEACON__TRACKING__ENABLED"] = str(tracking).lower()
-                with _server(["-m", "mailbeacon.cli", "serve"], env) as port:
-                    load = _drive(args, port, paths_file)
-                    time.sleep(0.5)
-                    recorded = _count_events(db_url) if tracking else None
-                    outcomes.append(Outcome(name, load, recorded))
-    return _report(outcomes, args.connections)
+    with tempfile.TemporaryDirectory(prefix="mailbeacon-bench-") as folder, ExitStack() as stack:
+        targets = _prepare(args, folder, stack)
+        # Round after round, every target in turn: this machine's speed drifts by tens of
+        # percent over a minute, so each round compares targets measured side by side.
+        rounds = []
+        for number in range(1, args.rounds + 1):
+            print(f"round {number} of {args.rounds}", flush=True)
+            rounds.append([_measure(args, target) for target in targets])
+    return _report(rounds, args.connections)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    paths: Path  # the pixel paths wrk cycles through
+    db_url: str | None = None  # where its events are counted; None: nothing recorded
+    bare: bool = False
+
+
+def _prepare(args: argparse.Namespace, folder: str, stack: ExitStack) -> list[Target]:
+    """The bare app, then mailbeacon on each database, seeded once for every round."""
+    warmup = Path(folder) / "bare-paths.txt"
+    warmup.write_text("/t/o/warmup.gif\n")
+    targets = [Target("bare ASGI", ["bench.bare_app:app"], {}, warmup, bare=True)]
+    # name, database, tracking on: the last row is a reference, everything but the writes.
+    databases = [("mailbeacon sqlite", f"sqlite:///{folder}/bench.db", True)]
+    if _postgres_answers(args.postgres):
+        schema = stack.enter_context(_database(args.postgres))
+        databases.append(("mailbeacon postgresql", schema, True))
+    else:
+        print(f"PostgreSQL not reachable at {args.postgres}: skipped")
+    databases.append(("(sqlite, recording off)", f"sqlite:///{folder}/off.db", False))
+    for number, (name, db_url, tracking) in enumerate(databases):
+        env = _environment(folder, db_url)
+        paths = Path(folder) / f"paths-{number}.txt"
+        paths.write_text("\n".join(_seed(env, args.emails)) + "\n")
+        env["MAILBEACON__TRACKING__ENABLED"] = str(tracking).lower()
+        command = ["-m", "mailbeacon.cli", "serve"]
+        targets.append(Target(name, command, env, paths, db_url if tracking else None))
+    return targets
+
+
+def _measure(args: argparse.Namespace, target: Target) -> Outcome:
+    before = _count_events(target.db_url) if target.db_url else 0
+    with _server(target.command, target.env, bare=target.bare) as port:
+        load = _drive(args, port, target.paths)
+    # The server has stopped, and flushed its recorder: every hit it answered is in.
+    recorded = _count_events(target.db_url) - before if target.db_url else None
+    return Outcome(target.name, load, recorded)
 
 
 def _environment(folder: str, db_url: str) -> dict[str, str]:
@@ -151,10 +180,7 @@ def _seed(env: dict[str, str], count: int) -> list[str]:
 
 @contextmanager
 def _database(url: str) -> Iterator[str]:
-    """SQLite as given; PostgreSQL in a schema of its own, dropped afterwards."""
-    if url.startswith("sqlite"):
-        yield url
-        return
+    """A PostgreSQL schema of its own, dropped afterwards: its URL."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with admin.begin() as connection:
@@ -298,37 +324,43 @@ def _postgres_answers(url: str) -> bool:
         return False
 
 
-def _report(outcomes: list[Outcome], connections: int) -> int:
-    bare = outcomes[0].load.rps
+def _report(rounds: list[list[Outcome]], connections: int) -> int:
+    """Medians over the rounds; each ratio is to the bare app of its own round."""
     print(
-        f"\n{'target':22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} "
-        f"{'200s':>8} {'events':>8}  check"
+        f"\n{'target (median of ' + str(len(rounds)) + ')':26} {'req/s':>8} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'ratio':>6} {'ratios per round':>18}  events = 200s"
     )
     failed = False
-    for outcome in outcomes:
-        load = outcome.load
+    medians: dict[str, tuple[float, float]] = {}
+    for column in range(len(rounds[0])):
+        runs = [outcomes[column] for outcomes in rounds]
+        ratios = [outcomes[column].load.rps / outcomes[0].load.rps for outcomes in rounds]
+        ratio, p99 = statistics.median(ratios), statistics.median(r.load.p99_ms for r in runs)
+        medians[runs[0].name] = (ratio, p99)
         row = (
-            f"{outcome.name:22} {load.rps:8.0f} {load.p50_ms:7.1f} {load.p99_ms:7.1f} "
-            f"{load.rps / bare:6.2f}"
+            f"{runs[0].name:26} {statistics.median(r.load.rps for r in runs):8.0f} "
+            f"{statistics.median(r.load.p50_ms for r in runs):7.1f} {p99:7.1f} {ratio:6.2f} "
+            f"{' '.join(f'{r:.2f}' for r in ratios):>18}"
         )
-        if outcome.recorded is None:
-            print(row)
-            continue
-        # wrk stops with up to one request per connection in flight: the server may have
-        # committed those (recorded) without wrk counting the answer. Never fewer.
-        in_flight = outcome.recorded - load.ok
-        exact = 0 <= in_flight <= connections
-        verdict = "ok" if exact else "MISMATCH"
-        if in_flight:
-            verdict += f" ({in_flight} answered after the generator stopped)"
-        failed |= not exact
-        print(f"{row} {load.ok:8d} {outcome.recorded:8d}  {verdict}")
-    sqlite = next(o for o in outcomes if o.name == "mailbeacon sqlite").load
+        checks = [_check(run, connections) for run in runs if run.recorded is not None]
+        failed |= any(check.startswith("MISMATCH") for check in checks)
+        print(f"{row}  {'; '.join(checks)}" if checks else row)
+    ratio, p99 = medians["mailbeacon sqlite"]
     print(
-        f"\njudged: SQLite pixel at {sqlite.rps / bare:.0%} of the bare ASGI app "
-        f"(target >= 50%), p99 {sqlite.p99_ms:.1f} ms (target < 50 ms)"
+        f"\njudged: SQLite pixel at {ratio:.0%} of the bare ASGI app (target >= 50%), "
+        f"p99 {p99:.1f} ms (target < 50 ms)"
     )
     return 1 if failed else 0
+
+
+def _check(run: Outcome, connections: int) -> str:
+    """Events recorded against 200s counted. wrk stops with up to one request per connection
+    in flight: the server may have committed those without wrk counting the answer. Never
+    fewer."""
+    assert run.recorded is not None
+    in_flight = run.recorded - run.load.ok
+    verdict = "ok" if 0 <= in_flight <= connections else "MISMATCH"
+    return f"{verdict} ({run.recorded} = {run.load.ok} + {in_flight} in flight)"
 
 
 if __name__ == "__main__":
