@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, select
 
 from bot.commands import USAGE, Campaigns, Command, Help, NonOpeners, Preview, Send, Templates
 from bot.permissions import Forbidden, check_campaign_access, check_command, check_send_size
-from outreach.audience import AudienceError, resolve_audience
+from outreach.audience import resolve_audience
 from outreach.campaigns import (
     CampaignBusy,
     CampaignPlan,
@@ -23,6 +23,7 @@ from outreach.campaigns import (
     plan_campaign,
     run_campaign,
 )
+from outreach.filters import AudienceError
 from outreach.mailbox import Mailbox
 from outreach.templates import RenderError, StoredTemplate, latest_template, list_templates
 from outreach.templates import render_all as render_each
