@@ -4,6 +4,7 @@ Graph forgot the deltaLink, and replies credited by conversation, on SQLite and 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, select
 
@@ -16,11 +17,9 @@ from tests.helpers import SENDER, SOFIA, engagement_of, graph_tokens, send_campa
 from tracking.replies import sync_inbox
 
 
-def test_outlook_sync_follows_delta_recovers_from_an_expired_token_and_credits_conversations(
-    engine: Engine,
-) -> None:
-    identity = FakeIdentity(SENDER)
-    graph = FakeGraph(identity)
+def _emailed_sofia(engine: Engine, graph: FakeGraph) -> tuple[OutlookMailbox, Any]:
+    """An Outlook mailbox on the fake, and the email it has sent Sofia."""
+    identity = graph.identity
     box = OutlookMailbox(
         SENDER,
         graph_tokens(identity, identity.grant()),
@@ -32,6 +31,14 @@ def test_outlook_sync_follows_delta_recovers_from_an_expired_token_and_credits_c
             endusers.insert().values(email=SOFIA, attributes={}).returning(endusers.c.id)
         ).scalar_one()
     [email] = send_campaign(engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)])
+    return box, email
+
+
+def test_outlook_sync_follows_delta_recovers_from_an_expired_token_and_credits_conversations(
+    engine: Engine,
+) -> None:
+    graph = FakeGraph(FakeIdentity(SENDER))
+    box, email = _emailed_sofia(engine, graph)
     assert email.thread_id
     # Mail that was in the Inbox before: a delta round starts with it, and it is no reply.
     for n in range(3):
@@ -66,19 +73,8 @@ def test_outlook_sync_follows_delta_recovers_from_an_expired_token_and_credits_c
 def test_a_fresh_round_reads_our_conversations_and_the_newest_of_the_rest(
     engine: Engine,
 ) -> None:
-    identity = FakeIdentity(SENDER)
-    graph = FakeGraph(identity, delta_page_size=200)
-    box = OutlookMailbox(
-        SENDER,
-        graph_tokens(identity, identity.grant()),
-        transport=graph.transport(),
-        sleep=lambda seconds: None,
-    )
-    with engine.begin() as connection:
-        sofia = connection.execute(
-            endusers.insert().values(email=SOFIA, attributes={}).returning(endusers.c.id)
-        ).scalar_one()
-    [email] = send_campaign(engine, box, [Outgoing([SOFIA], "Outage", "<p>1</p>", "1", sofia)])
+    graph = FakeGraph(FakeIdentity(SENDER), delta_page_size=200)
+    box, email = _emailed_sofia(engine, graph)
     now = datetime.now(UTC)
     # A big Inbox: Sofia's reply is older than 500 other messages, and one is from before the
     # 90 days a resync looks back.
