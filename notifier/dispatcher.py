@@ -1,0 +1,256 @@
+"""From the events log to the channels (DESIGN §6), in two steps that each survive a restart.
+
+`dispatch` reads the events after a stored cursor, in id order, and writes one `deliveries` row
+for every rule each sets off; the cursor moves in the same transaction, so an event is
+dispatched once. `deliver` sends what is due and records the outcome in the row: delivered, or
+tried again later with a growing delay, or failed for good after MAX_ATTEMPTS.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.orm import aliased
+
+from notifier.alerts import Happening, describe
+from notifier.channels import Channel, ChannelError, Recipient
+from notifier.rules import EventFacts, Rule, fires
+from store.clock import Clock, utcnow
+from store.schema import (
+    UTCDateTime,
+    campaigns,
+    companies,
+    cursors,
+    deliveries,
+    emails,
+    endusers,
+    events,
+    links,
+    subscriptions,
+    templates,
+    users,
+)
+from tracking.classify import WINDOW
+
+CURSOR = "notifier.events"
+# A hit may still turn out to be a machine this long after it came (a honeypot hit from the same
+# address reclassifies it), so an event is dispatched only once it is this old.
+SETTLE = WINDOW
+# Events older than this when first seen (a notifier that was down for days) alert nobody: an
+# alert is news, not history.
+NEWS = timedelta(days=1)
+MAX_ATTEMPTS = 8
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """30 s after the first failure, doubling, at most an hour."""
+    delay: timedelta = timedelta(seconds=30) * 2 ** (attempts - 1)
+    return min(delay, timedelta(hours=1))
+
+
+def dispatch(engine: Engine, *, clock: Clock = utcnow, limit: int = 1000) -> int:
+    """Deliveries for the settled events since the cursor; returns how many were written."""
+    now = clock()
+    with engine.begin() as connection:
+        position = _cursor(connection)
+        rows = connection.execute(_FACTS.where(events.c.id > position).limit(limit)).all()
+        settled = list(itertools.takewhile(lambda row: row.at <= now - SETTLE, rows))
+        if not settled:
+            return 0
+        kinds = {row.kind for row in settled}
+        rules = [
+            _rule(row)
+            for row in connection.execute(
+                select(subscriptions).where(subscriptions.c.event_kind.in_(kinds))
+            )
+        ]
+        new = [
+            {"subscription_id": rule.id, "event_id": row.id, "channel": rule.channel}
+            for row in settled
+            if row.at >= now - NEWS
+            for rule in rules
+            if fires(rule, _facts(row))
+        ]
+        if new:
+            connection.execute(insert(deliveries), new)
+        connection.execute(
+            update(cursors).where(cursors.c.name == CURSOR).values(position=settled[-1].id)
+        )
+    return len(new)
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def deliver(
+    engine: Engine, channels: Mapping[str, Channel], *, clock: Clock = utcnow, limit: int = 100
+) -> DeliveryReport:
+    """Send the deliveries that are due, each outcome recorded as soon as it is known."""
+    report = DeliveryReport()
+    with engine.connect() as connection:
+        due = connection.execute(_DUE.limit(limit), {"now": clock()}).all()
+    for row in due:
+        values: dict[str, Any] = {"attempts": row.attempts + 1}
+        try:
+            channel = channels.get(row.channel)
+            if channel is None:
+                raise ChannelError(f"the {row.channel} channel is not set up on this server")
+            recipient = Recipient(row.user_id, row.user_email, row.user_name)
+            channel.send(recipient, describe(_happening(row)), key=str(row.id))
+        except ChannelError as exc:
+            values["last_error"] = str(exc)[:1000]
+            if values["attempts"] >= MAX_ATTEMPTS:
+                values["status"] = "failed"
+                report.failed += 1
+            else:
+                values["next_attempt_at"] = clock() + retry_delay(values["attempts"])
+                report.retrying += 1
+        else:
+            values.update(status="delivered", delivered_at=clock(), last_error=None)
+            report.delivered += 1
+        with engine.begin() as connection:
+            connection.execute(update(deliveries).where(deliveries.c.id == row.id).values(values))
+    return report
+
+
+def _cursor(connection: Connection) -> int:
+    query = select(cursors.c.position).where(cursors.c.name == CURSOR).with_for_update()
+    position = connection.scalar(query)
+    if position is None:
+        connection.execute(insert(cursors).values(name=CURSOR, position=0))
+        return 0
+    return int(position)
+
+
+def _rule(row: Any) -> Rule:
+    return Rule(
+        id=row.id,
+        user_id=row.user_id,
+        event_kind=row.event_kind,
+        channel=row.channel,
+        template_key=row.template_key,
+        campaign_id=row.campaign_id,
+        company_id=row.company_id,
+        enduser_id=row.enduser_id,
+        sender_scope=row.sender_scope,
+        human_only=row.human_only,
+        throttle=row.throttle,
+    )
+
+
+def _facts(row: Any) -> EventFacts:
+    return EventFacts(
+        id=row.id,
+        kind=row.kind,
+        machine=row.machine,
+        email_id=row.email_id,
+        sender_user_id=row.sender_user_id,
+        template_key=row.template_key,
+        campaign_id=row.campaign_id,
+        enduser_id=row.enduser_id,
+        company_id=row.company_id,
+        earlier_human=row.earlier_human,
+        earlier_all=row.earlier_all,
+    )
+
+
+def _happening(row: Any) -> Happening:
+    at: datetime = row.at
+    return Happening(
+        kind=row.kind,
+        at=at,
+        subject=row.subject,
+        enduser_email=row.enduser_email,
+        enduser_name=row.enduser_name or None,
+        company=row.company_name,
+        campaign_id=row.campaign_id,
+        campaign_name=row.campaign_name or None,
+        url=row.url,
+        machine_reason=row.machine_reason,
+    )
+
+
+_earlier = aliased(events)
+
+
+def _earlier_count(*, human: bool) -> Any:
+    query = select(func.count()).where(
+        _earlier.c.email_id == events.c.email_id,
+        _earlier.c.kind == events.c.kind,
+        _earlier.c.id < events.c.id,
+    )
+    return (query.where(_earlier.c.machine.is_(False)) if human else query).scalar_subquery()
+
+
+_FACTS = (
+    select(
+        events.c.id,
+        events.c.kind,
+        events.c.machine,
+        events.c.at,
+        events.c.email_id,
+        emails.c.sender_user_id,
+        templates.c.key.label("template_key"),
+        emails.c.campaign_id,
+        emails.c.enduser_id,
+        endusers.c.company_id,
+        _earlier_count(human=True).label("earlier_human"),
+        _earlier_count(human=False).label("earlier_all"),
+    )
+    .select_from(
+        events.join(emails, emails.c.id == events.c.email_id)
+        .outerjoin(templates, templates.c.id == emails.c.template_id)
+        .outerjoin(endusers, endusers.c.id == emails.c.enduser_id)
+    )
+    .order_by(events.c.id)
+)
+
+_DUE = (
+    select(
+        deliveries.c.id,
+        deliveries.c.channel,
+        deliveries.c.attempts,
+        users.c.id.label("user_id"),
+        users.c.email.label("user_email"),
+        users.c.name.label("user_name"),
+        events.c.kind,
+        events.c.at,
+        events.c.machine_reason,
+        emails.c.subject,
+        emails.c.campaign_id,
+        campaigns.c.name.label("campaign_name"),
+        endusers.c.email.label("enduser_email"),
+        endusers.c.name.label("enduser_name"),
+        companies.c.name.label("company_name"),
+        links.c.url,
+    )
+    .select_from(
+        deliveries.join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id)
+        .join(users, users.c.id == subscriptions.c.user_id)
+        .join(events, events.c.id == deliveries.c.event_id)
+        .join(emails, emails.c.id == events.c.email_id)
+        .outerjoin(campaigns, campaigns.c.id == emails.c.campaign_id)
+        .outerjoin(endusers, endusers.c.id == emails.c.enduser_id)
+        .outerjoin(companies, companies.c.id == endusers.c.company_id)
+        .outerjoin(
+            links, and_(links.c.email_id == events.c.email_id, links.c.idx == events.c.link_idx)
+        )
+    )
+    .where(
+        deliveries.c.status == "pending",
+        or_(
+            deliveries.c.next_attempt_at.is_(None),
+            deliveries.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
+        ),
+    )
+    .order_by(deliveries.c.id)
+)

@@ -1,0 +1,189 @@
+"""From hits to alerts in the user's mailbox, on SQLite and PostgreSQL: settling, rules, the
+cursor, retries with backoff, and no alert sent twice."""
+
+from __future__ import annotations
+
+import functools
+import mailbox
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.header import decode_header, make_header
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from mailbeacon.serve import free_port
+from notifier.alerts import Alert
+from notifier.channels import EmailChannel, Recipient
+from notifier.dispatcher import MAX_ATTEMPTS, NEWS, deliver, dispatch, retry_delay
+from outreach.campaigns import Outgoing
+from outreach.maildir import MaildirMailbox
+from outreach.smtp import SmtpMailbox, SmtpSettings
+from store.schema import companies, deliveries, endusers, subscriptions, templates, users
+from tests.helpers import send_campaign
+from tracking.classify import Hit, Rules
+from tracking.record import EmailCache, PendingHit, write_hits
+
+PERSON = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
+APPLE_MPP = "Mozilla/5.0"
+
+
+@dataclass
+class World:
+    engine: Engine
+    maria: int  # sent the email
+    jonas: int  # a colleague
+    email: Any
+    sent_at: datetime
+    folder: Path  # every user's mail goes to this Maildir
+
+
+@pytest.fixture
+def world(engine: Engine, tmp_path: Path) -> World:
+    with engine.begin() as connection:
+        maria, jonas = (
+            connection.execute(
+                users.insert().values(email=email, name=name).returning(users.c.id)
+            ).scalar_one()
+            for email, name in (("maria@us.example", "Maria"), ("jonas@us.example", "Jonas"))
+        )
+        acme = connection.execute(
+            companies.insert().values(name="Acme", domain="acme.example").returning(companies.c.id)
+        ).scalar_one()
+        dana = connection.execute(
+            endusers.insert()
+            .values(email="dana@acme.example", name="Dana Reyes", company_id=acme, attributes={})
+            .returning(endusers.c.id)
+        ).scalar_one()
+        template = connection.execute(
+            templates.insert()
+            .values(key="outage", version=1, subject="Outage", body="x", checksum="c")
+            .returning(templates.c.id)
+        ).scalar_one()
+    folder = tmp_path / "Maildir"
+    html = '<a href="https://status.example/">status</a>'
+    outgoing = [Outgoing(["dana@acme.example"], "Outage", html, "", dana)]
+    [email] = send_campaign(
+        engine,
+        MaildirMailbox(folder, "maria@us.example"),
+        outgoing,
+        sender_user_id=maria,
+        template_id=template,
+    )
+    return World(engine, maria, jonas, email, email.sent_at, folder)
+
+
+def _subscribe(world: World, user_id: int, kind: str, **rule: Any) -> None:
+    with world.engine.begin() as connection:
+        connection.execute(
+            subscriptions.insert().values(user_id=user_id, event_kind=kind, channel="email", **rule)
+        )
+
+
+def _hit(world: World, at: datetime, kind: str = "open", agent: str = PERSON) -> None:
+    link = 1 if kind == "click" else None
+    hit = Hit(kind, at, link, user_agent=agent, ip="198.51.100.7")  # type: ignore[arg-type]
+    with world.engine.begin() as connection:
+        pending = [PendingHit(world.email.id, hit)]
+        write_hits(connection, pending, Rules(), EmailCache(), tracking_enabled=True)
+
+
+def _alerts(folder: Path) -> list[tuple[str, str]]:
+    """(To, Subject) of every alert sent, in no particular order."""
+    sent = mailbox.Maildir(folder).get_folder("Sent")
+    return sorted(
+        (str(m["To"]), str(make_header(decode_header(m["Subject"]))))
+        for m in sent
+        if str(m["Message-ID"]).startswith("<alert.")
+    )
+
+
+def _own_mailbox(folder: Path) -> Any:
+    return EmailChannel(lambda recipient: MaildirMailbox(folder, recipient.email))
+
+
+def test_settled_hits_alert_the_users_whose_rules_they_match_once(world: World) -> None:
+    _subscribe(world, world.maria, "open", throttle="first")
+    _subscribe(world, world.maria, "click")
+    _subscribe(world, world.jonas, "open")  # his own emails only: Maria's are not
+    _subscribe(world, world.jonas, "click", sender_scope="all")
+    t = world.sent_at + timedelta(hours=1)
+    _hit(world, t, agent=APPLE_MPP)  # a machine: nobody hears of it
+    _hit(world, t + timedelta(seconds=1))
+    _hit(world, t + timedelta(seconds=2))  # a second open: Maria asked for the first only
+    _hit(world, t + timedelta(seconds=3), kind="click")
+
+    # Within 10 s a hit may still turn out to be a machine: nothing yet.
+    assert dispatch(world.engine, clock=lambda: t + timedelta(seconds=5)) == 0
+    assert dispatch(world.engine, clock=lambda: t + timedelta(minutes=1)) == 3
+    assert dispatch(world.engine, clock=lambda: t + timedelta(minutes=2)) == 0  # the cursor moved
+
+    report = deliver(world.engine, {"email": _own_mailbox(world.folder)})
+    assert (report.delivered, report.retrying, report.failed) == (3, 0, 0)
+    assert _alerts(world.folder) == [
+        ("jonas@us.example", "Dana Reyes clicked a link in “Outage”"),
+        ("maria@us.example", "Dana Reyes clicked a link in “Outage”"),
+        ("maria@us.example", "Dana Reyes opened “Outage”"),
+    ]
+    # Delivered means done: another round sends nothing.
+    assert deliver(world.engine, {"email": _own_mailbox(world.folder)}).delivered == 0
+    assert len(_alerts(world.folder)) == 3
+
+
+def test_an_alert_that_cannot_go_out_is_retried_later_and_fails_in_the_end(world: World) -> None:
+    _subscribe(world, world.maria, "open")
+    t = world.sent_at + timedelta(hours=1)
+    _hit(world, t)
+    dispatch(world.engine, clock=lambda: t + timedelta(minutes=1))
+    down = SmtpSettings(host="127.0.0.1", port=free_port(), security="none", timeout=2)
+    channels = {"email": EmailChannel(lambda recipient: SmtpMailbox(recipient.email, down))}
+
+    now = t + timedelta(minutes=2)
+    assert deliver(world.engine, channels, clock=lambda: now).retrying == 1
+    row = _delivery(world)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert "cannot reach 127.0.0.1" in row.last_error
+    assert row.next_attempt_at == now + retry_delay(1)
+    # Not due yet: not tried.
+    assert deliver(world.engine, channels, clock=lambda: now + timedelta(seconds=10)).retrying == 0
+    for _ in range(2, MAX_ATTEMPTS + 1):
+        now += timedelta(hours=1)
+        deliver(world.engine, channels, clock=functools.partial(_at, now))
+    row = _delivery(world)
+    assert (row.status, row.attempts) == ("failed", MAX_ATTEMPTS)
+    # Back up, the mailbox gets nothing from a failed delivery.
+    assert deliver(world.engine, {"email": _own_mailbox(world.folder)}).delivered == 0
+
+
+def test_an_alert_sent_before_a_crash_is_not_sent_again(world: World) -> None:
+    _subscribe(world, world.maria, "open")
+    t = world.sent_at + timedelta(hours=1)
+    _hit(world, t)
+    dispatch(world.engine, clock=lambda: t + timedelta(minutes=1))
+    # The alert went out, then the process died before recording it.
+    maria = Recipient(world.maria, "maria@us.example", "Maria")
+    alert = Alert("Dana Reyes opened “Outage”", "x")
+    _own_mailbox(world.folder).send(maria, alert, key=str(_delivery(world).id))
+    assert deliver(world.engine, {"email": _own_mailbox(world.folder)}).delivered == 1
+    assert _alerts(world.folder) == [("maria@us.example", "Dana Reyes opened “Outage”")]
+
+
+def test_old_events_alert_nobody(world: World) -> None:
+    _subscribe(world, world.maria, "open")
+    t = world.sent_at + timedelta(hours=1)
+    _hit(world, t)
+    # The notifier was down for longer than alerts stay news.
+    assert dispatch(world.engine, clock=lambda: t + NEWS + timedelta(minutes=1)) == 0
+    with world.engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(deliveries)) == 0
+
+
+def _at(moment: datetime) -> datetime:
+    return moment
+
+
+def _delivery(world: World) -> Any:
+    with world.engine.connect() as connection:
+        return connection.execute(select(deliveries)).one()
