@@ -144,6 +144,7 @@ def _environment(folder: str, db_url: str) -> dict[str, str]:
     return {
         "MAILBEACON__DATA_DIR": folder,
         "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",  # measure the pixel alone
+        "MAILBEACON__NOTIFIER__DISPATCH_SECONDS": "0",
         "MAILBEACON__DATABASE__URL": db_url,
     }
 

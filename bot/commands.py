@@ -51,7 +51,43 @@ class NonOpeners:
     include_machine: bool = False
 
 
-Command = Help | Templates | Preview | Send | Campaigns | NonOpeners
+ALERT_EVENTS = ("open", "click", "reply", "bounce")
+ALERT_CHANNELS = ("slack", "email", "desktop")
+
+
+@dataclass(frozen=True)
+class AlertsAdd:
+    event: str  # one of ALERT_EVENTS
+    channel: str  # one of ALERT_CHANNELS
+    template: str | None = None
+    campaign: str | None = None  # an id (12 or #12) or a campaign's name
+    company: str | None = None
+    first_only: bool = False  # only the first such event of each email
+    everyone: bool = False  # everyone's emails, not only the user's own
+    include_machine: bool = False
+
+
+@dataclass(frozen=True)
+class AlertsList:
+    pass
+
+
+@dataclass(frozen=True)
+class AlertsRemove:
+    id: int
+
+
+Command = (
+    Help
+    | Templates
+    | Preview
+    | Send
+    | Campaigns
+    | NonOpeners
+    | AlertsAdd
+    | AlertsList
+    | AlertsRemove
+)
 
 USAGE = {
     "help": "/beacon help",
@@ -64,6 +100,11 @@ USAGE = {
     "campaigns": "/beacon campaigns [mine|all]",
     "nonopeners": (
         "/beacon nonopeners <campaign> [not opened|not clicked|not replied] [include machine]"
+    ),
+    "alerts": (
+        "/beacon alerts add on open|click|reply|bounce [first only] [template <k>] "
+        "[campaign <id>] [company <name>] [from everyone] [include machine] "
+        "via slack|email|desktop | alerts list | alerts remove <id>"
     ),
 }
 
@@ -215,6 +256,57 @@ def _nonopeners(text: str, args: list[_Token]) -> Command:
     )
 
 
+def _alerts(text: str, args: list[_Token]) -> Command:
+    action = args[0].word if args else ""
+    if action == "list" and len(args) == 1:
+        return AlertsList()
+    if action == "remove" and len(args) == 2 and args[1].text.lstrip("#").isdigit():
+        return AlertsRemove(int(args[1].text.lstrip("#")))
+    if action != "add":
+        raise CommandError(
+            "say `alerts add …`, `alerts list` or `alerts remove <id>`", USAGE["alerts"]
+        )
+    words = args[1:]
+    if len(words) < 2 or words[0].word != "on" or words[1].word not in ALERT_EVENTS:
+        raise CommandError(f"say which event: `on {'|'.join(ALERT_EVENTS)}`", USAGE["alerts"])
+    if len(words) < 4 or words[-2].word != "via" or words[-1].word not in ALERT_CHANNELS:
+        raise CommandError(
+            f"say where the alert goes, last: `via {'|'.join(ALERT_CHANNELS)}`", USAGE["alerts"]
+        )
+    flags = {("first", "only"): "first_only", ("from", "everyone"): "everyone"}
+    flags["include", "machine"] = "include_machine"
+    chosen: set[str] = set()
+    narrowed: dict[str, str] = {}
+    rest = words[2:-2]
+    while rest:
+        head, value = rest[0], rest[1] if len(rest) >= 2 else None
+        if value is not None and (head.word, value.word) in flags:
+            chosen.add(flags[head.word, value.word])
+        elif head.word in ("template", "campaign", "company"):
+            if value is None:
+                raise CommandError(f"`{head.text}` needs a value after it", USAGE["alerts"])
+            narrowed[head.word] = _unquoted(value.text)
+        else:
+            raise CommandError(f"`{head.text}` is not an alert option", USAGE["alerts"])
+        rest = rest[2:]
+    return AlertsAdd(
+        words[1].word,
+        words[-1].word,
+        template=narrowed.get("template"),
+        campaign=narrowed.get("campaign"),
+        company=narrowed.get("company"),
+        first_only="first_only" in chosen,
+        everyone="everyone" in chosen,
+        include_machine="include_machine" in chosen,
+    )
+
+
+def _unquoted(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
 _PARSERS: dict[str, Callable[[str, list[_Token]], Command]] = {
     "help": _no_arguments(Help(), "help"),
     "templates": _no_arguments(Templates(), "templates"),
@@ -222,5 +314,6 @@ _PARSERS: dict[str, Callable[[str, list[_Token]], Command]] = {
     "send": _send,
     "campaigns": _campaigns,
     "nonopeners": _nonopeners,
+    "alerts": _alerts,
 }
 assert set(_PARSERS) == set(USAGE)

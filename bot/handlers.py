@@ -7,13 +7,32 @@ raise CommandFailed with what was wrong and how to fix it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
-from bot.commands import USAGE, Campaigns, Command, Help, NonOpeners, Preview, Send, Templates
+from bot.commands import (
+    USAGE,
+    AlertsAdd,
+    AlertsList,
+    AlertsRemove,
+    Campaigns,
+    Command,
+    Help,
+    NonOpeners,
+    Preview,
+    Send,
+    Templates,
+)
 from bot.permissions import Forbidden, check_campaign_access, check_command, check_send_size
+from notifier.subscriptions import (
+    NewRule,
+    add_subscription,
+    describe,
+    list_subscriptions,
+    remove_subscription,
+)
 from outreach.audience import resolve_audience
 from outreach.campaigns import (
     CampaignBusy,
@@ -56,6 +75,7 @@ class Context:
     admin_send_threshold: int
     mailbox_for: Callable[[Any], Mailbox]  # a user's own mailbox
     progress: Callable[[str], None] = lambda line: None  # long work says how far it got
+    alert_channels: frozenset[str] = frozenset({"email"})  # the channels this server delivers
 
 
 def execute(command: Command, context: Context, *, confirmed: bool = False) -> Reply:
@@ -73,6 +93,12 @@ def execute(command: Command, context: Context, *, confirmed: bool = False) -> R
             return _campaigns(command, context)
         if isinstance(command, NonOpeners):
             return _nonopeners(command, context)
+        if isinstance(command, AlertsAdd):
+            return _alerts_add(command, context)
+        if isinstance(command, AlertsList):
+            return _alerts_list(context)
+        if isinstance(command, AlertsRemove):
+            return _alerts_remove(command, context)
     except AudienceError as exc:
         audience = command.audience if isinstance(command, Send) else getattr(command, "to", "")
         raise CommandFailed(f"in the audience:\n{exc.pretty(audience)}") from None
@@ -291,6 +317,65 @@ def _nonopeners(command: NonOpeners, context: Context) -> Reply:
         "include_machine": command.include_machine,
     }
     return Reply("\n".join(lines), data)
+
+
+def _alerts_add(command: AlertsAdd, context: Context) -> Reply:
+    if command.channel not in context.alert_channels:
+        usable = " or ".join(f"`via {name}`" for name in sorted(context.alert_channels))
+        raise CommandFailed(
+            f"this server cannot send alerts via {command.channel} yet: use {usable}"
+        )
+    with context.engine.begin() as connection:
+        rule = NewRule(
+            command.event,
+            command.channel,
+            everyone=command.everyone,
+            include_machine=command.include_machine,
+            first_only=command.first_only,
+        )
+        if command.template is not None:
+            rule = replace(rule, template_key=_template(connection, command.template).template.key)
+        if command.campaign is not None:
+            campaign = _campaign(connection, command.campaign, context.user)
+            check_campaign_access(context.user, campaign.sender_user_id)
+            rule = replace(rule, campaign_id=campaign.id)
+        if command.company is not None:
+            company_id = connection.scalar(
+                select(companies.c.id).where(
+                    func.lower(companies.c.name) == command.company.lower()
+                )
+            )
+            if company_id is None:
+                raise CommandFailed(
+                    f"there is no company named {command.company!r}: check the spelling, "
+                    "and put a name with spaces in quotes"
+                )
+            rule = replace(rule, company_id=company_id)
+        rule_id = add_subscription(connection, context.user.id, rule)
+        [added] = [r for r in list_subscriptions(connection, context.user.id) if r.id == rule_id]
+    return Reply(f"Alert {describe(added)}.", {"alert": rule_id})
+
+
+def _alerts_list(context: Context) -> Reply:
+    with context.engine.connect() as connection:
+        rules = list_subscriptions(connection, context.user.id)
+    if not rules:
+        return Reply(
+            "You have no alerts: add one with `/beacon alerts add on open via email`.",
+            {"alerts": []},
+        )
+    return Reply(
+        "\n".join(describe(rule) for rule in rules), {"alerts": [rule.id for rule in rules]}
+    )
+
+
+def _alerts_remove(command: AlertsRemove, context: Context) -> Reply:
+    with context.engine.begin() as connection:
+        if not remove_subscription(connection, context.user.id, command.id):
+            raise CommandFailed(
+                f"you have no alert #{command.id}: `/beacon alerts list` lists yours"
+            )
+    return Reply(f"Alert #{command.id} removed.", {"removed": command.id})
 
 
 def _campaign(connection: Connection, name: str, user: Any) -> Any:

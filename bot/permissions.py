@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.commands import Campaigns, Command
+from bot.commands import AlertsAdd, Campaigns, Command
 
 
 class Forbidden(Exception):
@@ -14,6 +14,11 @@ class Forbidden(Exception):
 def check_command(command: Command, user: Any) -> None:
     if isinstance(command, Campaigns) and command.scope == "all" and user.role != "admin":
         raise Forbidden("only an admin may list everyone's campaigns: try `/beacon campaigns`")
+    if isinstance(command, AlertsAdd) and command.everyone and user.role != "admin":
+        raise Forbidden(
+            "only an admin may hear about everyone's emails: leave out `from everyone` to hear "
+            "about your own"
+        )
 
 
 def check_send_size(user: Any, recipients: int, threshold: int) -> None:

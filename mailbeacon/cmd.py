@@ -12,14 +12,12 @@ from sqlalchemy import Engine
 from bot.commands import CommandError, parse
 from bot.handlers import CommandFailed, Context, execute
 from bot.users import find_user, sync_config_users
+from mailbeacon.mailboxes import user_mailboxes
 from mailbeacon.settings import Settings
 from outreach.accounts import (
-    credential_keeper,
-    mailbox_for_user,
     reencrypt_mailboxes,
     set_default_mailbox,
 )
-from outreach.mailbox import Mailbox
 from outreach.oauth import OAuthError, check_configured, make_state, redirect_uri, sign_in_url
 from outreach.templates import sync_templates
 from store.clock import utcnow
@@ -66,18 +64,7 @@ def run_cmd(
     except CommandError as exc:
         return _fail(str(exc), as_json)
 
-    def mailbox_for(sender: Any) -> Mailbox:
-        cipher = CredentialCipher(settings.secrets.encryption_keys)
-        with engine.connect() as connection:
-            return mailbox_for_user(
-                connection,
-                sender.id,
-                cipher,
-                oauth=settings.oauth,
-                maildir_folder=Path(settings.outreach.maildir),
-                address=sender.email,
-                keep_credentials=credential_keeper(engine, cipher),
-            )
+    mailbox_of = user_mailboxes(settings, engine)
 
     context = Context(
         engine=engine,
@@ -85,7 +72,7 @@ def run_cmd(
         tracking=settings.tracking,
         signer=TokenSigner(settings.tracking.signing_keys),
         admin_send_threshold=settings.outreach.admin_send_threshold,
-        mailbox_for=mailbox_for,
+        mailbox_for=lambda sender: mailbox_of(sender.id, sender.email),
         progress=lambda line: print(f"mailbeacon: {line}", file=sys.stderr, flush=True),
     )
     try:

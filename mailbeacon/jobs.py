@@ -1,4 +1,5 @@
-"""Scheduled work of the all-in-one server (APScheduler 3): reply sync over every mailbox."""
+"""Scheduled work of the all-in-one server (APScheduler 3): reply sync over every mailbox, and
+alerts."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from typing import cast
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, select, update
 
+from mailbeacon.mailboxes import user_mailboxes
 from mailbeacon.settings import Settings
+from notifier.channels import Channel, EmailChannel
+from notifier.dispatcher import DeliveryReport, deliver, dispatch
 from outreach.accounts import credential_keeper, open_mailbox
 from outreach.mailbox import MailboxError
 from outreach.maildir import MaildirMailbox
@@ -71,24 +75,50 @@ def sync_replies(settings: Settings, engine: Engine) -> list[str]:
     return lines
 
 
+def send_alerts(settings: Settings, engine: Engine) -> DeliveryReport:
+    """New events into alerts, then every alert that is due out: one round."""
+    mailbox_of = user_mailboxes(settings, engine)
+    channels: dict[str, Channel] = {
+        "email": EmailChannel(lambda recipient: mailbox_of(recipient.user_id, recipient.email))
+    }
+    dispatch(engine)
+    return deliver(engine, channels)
+
+
 def start_jobs(settings: Settings, engine: Engine) -> AsyncIOScheduler | None:
-    """Reply sync every tracking.reply_sync_seconds, one round at a time, starting now."""
-    seconds = settings.tracking.reply_sync_seconds
-    if seconds <= 0:
-        return None
+    """Reply sync every tracking.reply_sync_seconds and alerts every notifier.dispatch_seconds,
+    each one round at a time, starting now."""
+    scheduler = AsyncIOScheduler(timezone=UTC)
 
     async def reply_sync() -> None:
         for line in await asyncio.to_thread(sync_replies, settings, engine):
             log.info("reply sync: %s", line)
 
-    scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(
-        reply_sync,
-        "interval",
-        seconds=seconds,
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(UTC),
-    )
+    async def alerts() -> None:
+        report = await asyncio.to_thread(send_alerts, settings, engine)
+        if report.retrying or report.failed:
+            log.warning(
+                "alerts: %d sent, %d to retry, %d failed for good",
+                report.delivered,
+                report.retrying,
+                report.failed,
+            )
+
+    jobs = [
+        (reply_sync, settings.tracking.reply_sync_seconds),
+        (alerts, settings.notifier.dispatch_seconds),
+    ]
+    for job, seconds in jobs:
+        if seconds > 0:
+            scheduler.add_job(
+                job,
+                "interval",
+                seconds=seconds,
+                max_instances=1,
+                coalesce=True,
+                next_run_time=datetime.now(UTC),
+            )
+    if not scheduler.get_jobs():
+        return None
     scheduler.start()
     return scheduler

@@ -23,6 +23,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from bot.users import UserSettings
+from notifier.settings import NotifierSettings
 from outreach.oauth import OAuthSettings
 from outreach.settings import OutreachSettings
 from store.engine import DatabaseSettings
@@ -62,6 +63,7 @@ class Settings:
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     outreach: OutreachSettings = field(default_factory=OutreachSettings)
     oauth: OAuthSettings = field(default_factory=OAuthSettings)
+    notifier: NotifierSettings = field(default_factory=NotifierSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
 
     @property

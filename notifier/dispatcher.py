@@ -53,15 +53,25 @@ def retry_delay(attempts: int) -> timedelta:
     return min(delay, timedelta(hours=1))
 
 
-def dispatch(engine: Engine, *, clock: Clock = utcnow, limit: int = 1000) -> int:
-    """Deliveries for the settled events since the cursor; returns how many were written."""
-    now = clock()
+def dispatch(engine: Engine, *, clock: Clock = utcnow, chunk: int = 1000) -> int:
+    """Deliveries for the settled events since the cursor, `chunk` events a transaction, until
+    caught up; returns how many were written."""
+    written = 0
+    while True:
+        new, read = _dispatch_chunk(engine, clock(), chunk)
+        written += new
+        if read < chunk:
+            return written
+
+
+def _dispatch_chunk(engine: Engine, now: datetime, chunk: int) -> tuple[int, int]:
+    """(deliveries written, events read)."""
     with engine.begin() as connection:
         position = _cursor(connection)
-        rows = connection.execute(_FACTS.where(events.c.id > position).limit(limit)).all()
+        rows = connection.execute(_FACTS.where(events.c.id > position).limit(chunk)).all()
         settled = list(itertools.takewhile(lambda row: row.at <= now - SETTLE, rows))
         if not settled:
-            return 0
+            return 0, 0
         kinds = {row.kind for row in settled}
         rules = [
             _rule(row)
@@ -81,7 +91,7 @@ def dispatch(engine: Engine, *, clock: Clock = utcnow, limit: int = 1000) -> int
         connection.execute(
             update(cursors).where(cursors.c.name == CURSOR).values(position=settled[-1].id)
         )
-    return len(new)
+    return len(new), len(settled)
 
 
 @dataclass
@@ -169,7 +179,8 @@ def _happening(row: Any) -> Happening:
         kind=row.kind,
         at=at,
         subject=row.subject,
-        enduser_email=row.enduser_email,
+        # Outcomes belong to the first To recipient, an enduser or not.
+        enduser_email=row.enduser_email or next(iter(row.to_addrs), None),
         enduser_name=row.enduser_name or None,
         company=row.company_name,
         campaign_id=row.campaign_id,
@@ -226,6 +237,7 @@ _DUE = (
         events.c.at,
         events.c.machine_reason,
         emails.c.subject,
+        emails.c.to_addrs,
         emails.c.campaign_id,
         campaigns.c.name.label("campaign_name"),
         endusers.c.email.label("enduser_email"),

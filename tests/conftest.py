@@ -48,11 +48,12 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 def settings_for(data_dir: Path, **keys: str) -> tuple[Settings, dict[str, str]]:
     """Settings as a server would load them, from environment-style overrides such as
-    DATABASE__URL="…"; reply sync is off unless asked for. Also returns the environment, for
-    a server started as a separate process."""
+    DATABASE__URL="…"; reply sync and alerts are off unless asked for. Also returns the
+    environment, for a server started as a separate process."""
     environ = {
         "MAILBEACON__DATA_DIR": str(data_dir),
         "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",
+        "MAILBEACON__NOTIFIER__DISPATCH_SECONDS": "0",
         **{f"MAILBEACON__{key}": value for key, value in keys.items()},
     }
     return with_generated_keys(load_settings(None, environ)), environ

@@ -4,6 +4,9 @@ import pytest
 
 from bot.commands import (
     USAGE,
+    AlertsAdd,
+    AlertsList,
+    AlertsRemove,
     Campaigns,
     Command,
     CommandError,
@@ -110,3 +113,52 @@ def test_nonopeners_mistakes(text: str, message: str) -> None:
     with pytest.raises(CommandError, match=message) as raised:
         parse(text)
     assert raised.value.usage == USAGE["nonopeners"]
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("alerts add on open via email", AlertsAdd("open", "email")),
+        ("ALERTS add on Reply via Slack", AlertsAdd("reply", "slack")),
+        (
+            'alerts add on click first only template outage campaign #4 company "Acme Logistics"'
+            " from everyone include machine via desktop",
+            AlertsAdd(
+                "click",
+                "desktop",
+                template="outage",
+                campaign="#4",
+                company="Acme Logistics",
+                first_only=True,
+                everyone=True,
+                include_machine=True,
+            ),
+        ),
+        ("alerts list", AlertsList()),
+        ("alerts remove 3", AlertsRemove(3)),
+        ("alerts remove #3", AlertsRemove(3)),
+    ],
+)
+def test_alerts_parse(text: str, command: Command) -> None:
+    assert parse(text) == command
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("alerts", "say `alerts add …`, `alerts list` or `alerts remove <id>`"),
+        ("alerts remove three", "say `alerts add …`"),
+        ("alerts add on view via email", "say which event: `on open|click|reply|bounce`"),
+        ("alerts add open via email", "say which event"),
+        ("alerts add on open", "say where the alert goes, last: `via slack|email|desktop`"),
+        ("alerts add on open via pigeon", "say where the alert goes"),
+        ("alerts add on open template via email", "`template` needs a value after it"),
+        ("alerts add on open loudly via email", "`loudly` is not an alert option"),
+        ("alerts add on open first via email", "`first` is not an alert option"),
+    ],
+)
+def test_alerts_mistakes(text: str, message: str) -> None:
+    with pytest.raises(CommandError) as raised:
+        parse(text)
+    assert message in raised.value.message
+    assert raised.value.usage == USAGE["alerts"]

@@ -19,7 +19,7 @@ from outreach.mailbox import Mailbox
 from outreach.maildir import MaildirMailbox
 from outreach.templates import sync_templates
 from store.clock import utcnow
-from store.schema import campaigns, emails, endusers, engagements, events
+from store.schema import campaigns, emails, endusers, engagements, events, subscriptions
 from tracking.classify import Hit, Rules
 from tracking.recorder import Recorder
 from tracking.settings import TrackingSettings
@@ -259,3 +259,71 @@ def test_nonopeners_of_an_unknown_or_someone_elses_campaign(store: Engine, tmp_p
     run(store, tmp_path, f"send webinar to {PEOPLE[0]}", "boss@us.example", yes=True)
     with pytest.raises(CommandFailed, match="only an admin may look into other people's"):
         run(store, tmp_path, "nonopeners 1", "member@us.example")
+
+
+def test_alerts_are_added_listed_and_removed_in_words(store: Engine, tmp_path: Path) -> None:
+    member = "member@us.example"
+    assert run(store, tmp_path, "alerts list", member).text.startswith("You have no alerts")
+    added = run(
+        store,
+        tmp_path,
+        'alerts add on open first only template outage company "acme logistics" via email',
+        member,
+    )
+    assert added.text == (
+        f"Alert #{added.data['alert']}: when someone opens one of your emails from template "
+        "outage sent to Acme Logistics (the first time), by email."
+    )
+    run(store, tmp_path, "alerts add on bounce include machine via email", member)
+    run(store, tmp_path, "alerts add on reply from everyone via email")  # the admin's own
+    listed = run(store, tmp_path, "alerts list", member)
+    first, second = listed.data["alerts"]
+    assert listed.text.splitlines()[1] == (
+        f"#{second}: when one of your emails bounces (machines included), by email"
+    )
+    # One user cannot remove another's rule.
+    with pytest.raises(CommandFailed, match=f"you have no alert #{first}"):
+        run(store, tmp_path, f"alerts remove {first}")
+    assert run(store, tmp_path, f"alerts remove #{first}", member).text == (
+        f"Alert #{first} removed."
+    )
+    assert run(store, tmp_path, "alerts list", member).data["alerts"] == [second]
+    everyone = run(store, tmp_path, "alerts list").text
+    assert everyone.endswith("when someone replies to anyone's email, by email")
+
+
+@pytest.mark.parametrize(
+    ("text", "who", "message"),
+    [
+        ("alerts add on open via slack", "boss@us.example", "cannot send alerts via slack yet"),
+        ("alerts add on open via desktop", "boss@us.example", "use `via email`"),
+        ("alerts add on open template nope via email", "boss@us.example", "no template `nope`"),
+        ("alerts add on open campaign 99 via email", "boss@us.example", "no campaign `99`"),
+        (
+            'alerts add on open company "Nope Inc" via email',
+            "boss@us.example",
+            "there is no company named 'Nope Inc'",
+        ),
+        (
+            "alerts add on open from everyone via email",
+            "member@us.example",
+            "only an admin may hear about everyone's emails",
+        ),
+        ("alerts remove 42", "boss@us.example", "you have no alert #42"),
+    ],
+)
+def test_alerts_that_cannot_be_set_up_say_why(
+    store: Engine, tmp_path: Path, text: str, who: str, message: str
+) -> None:
+    with pytest.raises(CommandFailed, match=message):
+        run(store, tmp_path, text, who)
+    with store.connect() as connection:
+        assert connection.execute(select(subscriptions)).first() is None
+
+
+def test_an_alert_on_someone_elses_campaign_needs_an_admin(store: Engine, tmp_path: Path) -> None:
+    run(store, tmp_path, f"send webinar to {PEOPLE[0]}", "boss@us.example", yes=True)
+    with pytest.raises(CommandFailed, match="only an admin may look into other people's"):
+        run(store, tmp_path, "alerts add on click campaign 1 via email", "member@us.example")
+    added = run(store, tmp_path, "alerts add on click campaign 1 via email")
+    assert "in campaign #1 (webinar)" in added.text

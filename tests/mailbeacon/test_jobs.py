@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import mailbox
 import time
+from dataclasses import replace
+from datetime import timedelta
+from email.header import decode_header, make_header
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from mailbeacon.jobs import sync_replies
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
+from notifier.subscriptions import NewRule, add_subscription
 from outreach.accounts import save_mailbox
 from outreach.campaigns import Outgoing, plan_campaign, run_campaign
 from outreach.maildir import MaildirMailbox
+from store.clock import utcnow
 from store.crypto import CredentialCipher
-from store.schema import emails, engagements, mailboxes
+from store.schema import emails, engagements, mailboxes, users
 from tests.conftest import settings_for
 from tests.helpers import PLAN, SENDER, SIGNER, TRACKING
+from tracking.classify import Hit, Rules
+from tracking.record import EmailCache, PendingHit, write_hits
 
 
 def test_the_server_syncs_replies_on_a_schedule(
@@ -81,3 +89,46 @@ def test_a_round_stores_each_mailboxes_cursor_and_reports_unreadable_ones(
     assert lines[1] == "maildir: 0 messages read; recorded: nothing new"
     with engine.connect() as connection:
         assert connection.scalar(select(mailboxes.c.sync_cursor)) is None
+
+
+def test_the_server_sends_alerts_on_its_own(engine: Engine, db_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    settings, _ = settings_for(
+        tmp_path, DATABASE__URL=db_url, SERVER__PORT=str(port), NOTIFIER__DISPATCH_SECONDS="0.2"
+    )
+    folder = Path(settings.outreach.maildir)
+    with engine.begin() as connection:
+        maria = connection.execute(
+            users.insert().values(email="maria@us.example").returning(users.c.id)
+        ).scalar_one()
+        add_subscription(connection, maria, NewRule("open", "email"))
+        campaign = plan_campaign(
+            connection,
+            replace(PLAN, sender_user_id=maria),
+            [Outgoing(["ann@c.example"], "Renewal", "<p>x</p>", "x", None)],
+            SIGNER,
+            TRACKING,
+        )
+    run_campaign(engine, campaign, MaildirMailbox(folder, "maria@us.example"), owner="test")
+    # Ann opened it a minute ago, an hour after it was sent.
+    opened = utcnow() - timedelta(minutes=1)
+    with engine.begin() as connection:
+        email_id = connection.execute(
+            update(emails).values(sent_at=opened - timedelta(hours=1)).returning(emails.c.id)
+        ).scalar_one()
+        hit = Hit("open", opened, user_agent="Mozilla/5.0 (X11; Linux x86_64) Thunderbird/128.0")
+        pending = [PendingHit(email_id, hit)]
+        write_hits(connection, pending, Rules(), EmailCache(), tracking_enabled=True)
+
+    config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
+    with running_in_thread(config):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len(_sent(folder)) < 2:
+            time.sleep(0.1)
+    [alert] = [m for m in _sent(folder) if str(m["To"]) == "maria@us.example"]
+    assert str(alert["From"]) == "maria@us.example"
+    assert str(make_header(decode_header(alert["Subject"]))) == "ann@c.example opened “Renewal”"
+
+
+def _sent(folder: Path) -> list[Any]:
+    return list(mailbox.Maildir(folder).get_folder("Sent"))

@@ -187,3 +187,11 @@ def _at(moment: datetime) -> datetime:
 def _delivery(world: World) -> Any:
     with world.engine.connect() as connection:
         return connection.execute(select(deliveries)).one()
+
+
+def test_a_backlog_is_dispatched_in_chunks_until_caught_up(world: World) -> None:
+    _subscribe(world, world.maria, "open")
+    t = world.sent_at + timedelta(hours=1)
+    for n in range(7):
+        _hit(world, t + timedelta(seconds=n))
+    assert dispatch(world.engine, clock=lambda: t + timedelta(minutes=1), chunk=3) == 7
