@@ -1,9 +1,10 @@
 """`mailbeacon demo`: the whole loop offline, in a temporary folder, printing what happened.
 
 Imports the examples, sends the outage template to seven endusers with `/beacon send` (a
-campaign through the Maildir mailbox), starts the tracking server on a free port, plays the
-recipients (people, Apple Mail Privacy Protection, a link scanner, a forger) and prints each
-email's engagement row and the human and raw rates.
+campaign through the Maildir mailbox) and sets up two alerts, starts the tracking server on a
+free port, plays the recipients (people, Apple Mail Privacy Protection, a link scanner, a forger)
+and their answers, prints each email's engagement row and the human and raw rates, and the
+alerts the sender gets.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import httpx
@@ -23,9 +25,12 @@ from bot.handlers import Context, execute
 from bot.users import UserSettings, find_user, sync_config_users
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from mailbeacon.settings import Settings, load_settings, with_generated_keys
+from notifier.channels import EmailChannel
+from notifier.dispatcher import SETTLE, deliver, dispatch
 from outreach.importer import import_file
 from outreach.maildir import MaildirMailbox
 from outreach.templates import sync_templates
+from store.clock import utcnow
 from store.engine import make_engine
 from store.migrate import upgrade
 from store.schema import emails, endusers, engagements, events, links
@@ -38,6 +43,7 @@ SENDER = "you@yourcompany.example"
 MACHINE_AFTER_SEND_SECONDS = 2
 
 TEMPLATE = "outage"
+ALERTS = ("alerts add on open first only via email", "alerts add on reply via email")
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
 CHROME = (
@@ -83,6 +89,10 @@ def run_demo(out: Callable[[str], None] = print) -> int:
         out(f"\n2. Sending the '{TEMPLATE}' template to seven endusers")
         sent = _send(engine, settings, out)
         out(f"   the emails are in {settings.outreach.maildir}/.Sent")
+        for text in ALERTS:
+            out(f"   /beacon {text}")
+            reply = execute(parse(text), _context(engine, settings), confirmed=False)
+            out(f"   {reply.text}")
         config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
         with running_in_thread(config):
             out(f"\n3. Tracking server on {settings.tracking.base_url}; playing the recipients")
@@ -95,8 +105,25 @@ def run_demo(out: Callable[[str], None] = print) -> int:
             parse(f"nonopeners {TEMPLATE}"), _context(engine, settings), confirmed=False
         )
         out("   " + reply.text.replace("\n", "\n   "))
+        _alerts(engine, settings, out)
         engine.dispose()
     return 0
+
+
+def _alerts(engine: Engine, settings: Settings, out: Callable[[str], None]) -> None:
+    out("\n8. Alerts, once every hit is 10 s old and can no longer turn out to be a machine")
+    dispatch(engine, clock=lambda: utcnow() + SETTLE)
+    folder = Path(settings.outreach.maildir)
+    channel = EmailChannel(lambda recipient: MaildirMailbox(folder, recipient.email))
+    report = deliver(engine, {"email": channel})
+    alerts = {}  # by delivery, in the order they were dispatched
+    for message in mailbox.Maildir(folder).get_folder("Sent"):
+        if (key := str(message["Message-ID"])).startswith("<alert."):
+            subject = str(make_header(decode_header(str(message["Subject"]))))
+            alerts[int(key.split(".")[1].split("@")[0])] = f"to {message['To']}: {subject}"
+    for _, line in sorted(alerts.items()):
+        out(f"   - {line}")
+    out(f"   {report.delivered} alerts by email, in {folder}/.Sent")
 
 
 def _context(engine: Engine, settings: Settings) -> Context:

@@ -25,6 +25,14 @@ def test_the_demo_plays_the_whole_loop_offline() -> None:
     assert "recorded: 1 reply, 1 auto-reply, 1 bounce" in output
     assert "3 endusers have not opened campaign #1 (outage)" in output
     assert "1 email was sent without that tracking" in output
+    # The sender hears of the two people who opened (Lee, and Priya through Gmail's proxy) and
+    # of Lee's reply; not of the scanner, Apple MPP, the out-of-office answer or the bounce.
+    alerts = [line.split(": ", 1)[1] for line in lines if line.startswith("   - to you@")]
+    assert [alert.split(" “")[0] for alert in alerts] == [
+        "Lee Chen opened",
+        "Priya Nair opened",
+        "Lee Chen replied to",
+    ]
 
 
 def test_a_bad_config_value_stops_with_one_line_and_exit_2(
