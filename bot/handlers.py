@@ -29,7 +29,7 @@ from bot.permissions import Forbidden, check_campaign_access, check_command, che
 from notifier.subscriptions import (
     NewRule,
     add_subscription,
-    describe,
+    in_words,
     list_subscriptions,
     remove_subscription,
 )
@@ -353,7 +353,7 @@ def _alerts_add(command: AlertsAdd, context: Context) -> Reply:
             rule = replace(rule, company_id=company_id)
         rule_id = add_subscription(connection, context.user.id, rule)
         [added] = [r for r in list_subscriptions(connection, context.user.id) if r.id == rule_id]
-    return Reply(f"Alert {describe(added)}.", {"alert": rule_id})
+    return Reply(f"Alert {in_words(added)}.", {"alert": rule_id})
 
 
 def _alerts_list(context: Context) -> Reply:
@@ -365,7 +365,7 @@ def _alerts_list(context: Context) -> Reply:
             {"alerts": []},
         )
     return Reply(
-        "\n".join(describe(rule) for rule in rules), {"alerts": [rule.id for rule in rules]}
+        "\n".join(in_words(rule) for rule in rules), {"alerts": [rule.id for rule in rules]}
     )
 
 

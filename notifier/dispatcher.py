@@ -8,11 +8,12 @@ tried again later with a growing delay, or failed for good after MAX_ATTEMPTS.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
@@ -37,6 +38,10 @@ from store.schema import (
 )
 from tracking.classify import WINDOW
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")
 CURSOR = "notifier.events"
 # A hit may still turn out to be a machine this long after it came (a honeypot hit from the same
 # address reclassifies it), so an event is dispatched only once it is this old.
@@ -74,7 +79,7 @@ def _dispatch_chunk(engine: Engine, now: datetime, chunk: int) -> tuple[int, int
             return 0, 0
         kinds = {row.kind for row in settled}
         rules = [
-            _rule(row)
+            _as(Rule, row)
             for row in connection.execute(
                 select(subscriptions).where(subscriptions.c.event_kind.in_(kinds))
             )
@@ -84,7 +89,7 @@ def _dispatch_chunk(engine: Engine, now: datetime, chunk: int) -> tuple[int, int
             for row in settled
             if row.at >= now - NEWS
             for rule in rules
-            if fires(rule, _facts(row))
+            if fires(rule, _as(EventFacts, row))
         ]
         if new:
             connection.execute(insert(deliveries), new)
@@ -141,36 +146,9 @@ def _cursor(connection: Connection) -> int:
     return int(position)
 
 
-def _rule(row: Any) -> Rule:
-    return Rule(
-        id=row.id,
-        user_id=row.user_id,
-        event_kind=row.event_kind,
-        channel=row.channel,
-        template_key=row.template_key,
-        campaign_id=row.campaign_id,
-        company_id=row.company_id,
-        enduser_id=row.enduser_id,
-        sender_scope=row.sender_scope,
-        human_only=row.human_only,
-        throttle=row.throttle,
-    )
-
-
-def _facts(row: Any) -> EventFacts:
-    return EventFacts(
-        id=row.id,
-        kind=row.kind,
-        machine=row.machine,
-        email_id=row.email_id,
-        sender_user_id=row.sender_user_id,
-        template_key=row.template_key,
-        campaign_id=row.campaign_id,
-        enduser_id=row.enduser_id,
-        company_id=row.company_id,
-        earlier_human=row.earlier_human,
-        earlier_all=row.earlier_all,
-    )
+def _as(cls: type[D], row: Any) -> D:
+    """The dataclass made of the row's columns of the same names."""
+    return cls(**{field.name: getattr(row, field.name) for field in dataclasses.fields(cls)})
 
 
 def _happening(row: Any) -> Happening:

@@ -74,7 +74,7 @@ def remove_subscription(connection: Connection, user_id: int, subscription_id: i
     return removed.rowcount == 1
 
 
-def describe(row: Any) -> str:
+def in_words(row: Any) -> str:
     """`#3: when someone opens one of your emails from template outage (the first time), by
     email`: what a rule listed by list_subscriptions() does."""
     whose = "anyone's email" if row.sender_scope == "all" else "one of your emails"
