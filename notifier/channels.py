@@ -10,6 +10,8 @@ from typing import Protocol
 from notifier.alerts import Alert
 from outreach.mailbox import Mailbox, MailboxError
 from outreach.maildir import build_message
+from outreach.oauth import OAuthError
+from store.crypto import CredentialsUnreadable
 
 
 @dataclass(frozen=True)
@@ -51,5 +53,7 @@ class EmailChannel:
             )
             message.replace_header("Message-ID", message_id)
             mailbox.send(message)
-        except MailboxError as exc:
+        except (MailboxError, OAuthError, CredentialsUnreadable) as exc:
+            # A mailbox that cannot be opened (its key lost, its app not configured) is as
+            # much a failed attempt as one that refuses the message.
             raise ChannelError(str(exc)) from exc

@@ -12,15 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import Engine, func, select
 
 from mailbeacon.serve import free_port
 from notifier.alerts import Alert
 from notifier.channels import EmailChannel, Recipient
 from notifier.dispatcher import MAX_ATTEMPTS, NEWS, deliver, dispatch, retry_delay
+from outreach.accounts import credential_keeper, mailbox_for_user, save_mailbox
 from outreach.campaigns import Outgoing
 from outreach.maildir import MaildirMailbox
+from outreach.oauth import OAuthSettings
 from outreach.smtp import SmtpMailbox, SmtpSettings
+from store.crypto import CredentialCipher
 from store.schema import companies, deliveries, endusers, subscriptions, templates, users
 from tests.helpers import send_campaign
 from tracking.classify import Hit, Rules
@@ -195,3 +199,43 @@ def test_a_backlog_is_dispatched_in_chunks_until_caught_up(world: World) -> None
     for n in range(7):
         _hit(world, t + timedelta(seconds=n))
     assert dispatch(world.engine, clock=lambda: t + timedelta(minutes=1), chunk=3) == 7
+
+
+def test_a_mailbox_that_cannot_be_opened_is_a_failed_attempt_not_a_crash(world: World) -> None:
+    _subscribe(world, world.maria, "open")
+    _subscribe(world, world.jonas, "open", sender_scope="all")
+    t = world.sent_at + timedelta(hours=1)
+    _hit(world, t)
+    dispatch(world.engine, clock=lambda: t + timedelta(minutes=1))
+    # Maria's Outlook mailbox was stored under a key this server no longer has.
+    with world.engine.begin() as connection:
+        save_mailbox(
+            connection,
+            provider="outlook",
+            address="maria@us.example",
+            owner_user_id=world.maria,
+            credentials={"refresh_token": "x"},
+            cipher=CredentialCipher([Fernet.generate_key().decode()]),
+        )
+    cipher = CredentialCipher([Fernet.generate_key().decode()])
+
+    def mailbox_of(recipient: Recipient) -> Any:
+        with world.engine.connect() as connection:
+            return mailbox_for_user(
+                connection,
+                recipient.user_id,
+                cipher,
+                oauth=OAuthSettings(),
+                maildir_folder=world.folder,
+                address=recipient.email,
+                keep_credentials=credential_keeper(world.engine, cipher),
+            )
+
+    report = deliver(world.engine, {"email": EmailChannel(mailbox_of)})
+    assert (report.delivered, report.retrying) == (1, 1)  # Jonas still hears of it
+    assert _alerts(world.folder) == [("jonas@us.example", "Dana Reyes opened “Outage”")]
+    with world.engine.connect() as connection:
+        [error] = connection.scalars(
+            select(deliveries.c.last_error).where(deliveries.c.status == "pending")
+        )
+    assert error.startswith("maria@us.example (outlook): the stored mailbox credentials")
