@@ -77,6 +77,12 @@ class AlertsRemove:
     id: int
 
 
+@dataclass(frozen=True)
+class Digest:
+    action: Literal["on", "off", "now"]
+    at: str | None = None  # "HH:MM", the user's local time
+
+
 Command = (
     Help
     | Templates
@@ -87,6 +93,7 @@ Command = (
     | AlertsAdd
     | AlertsList
     | AlertsRemove
+    | Digest
 )
 
 USAGE = {
@@ -106,6 +113,7 @@ USAGE = {
         "[campaign <id>] [company <name>] [from everyone] [include machine] "
         "via slack|email|desktop | alerts list | alerts remove <id>"
     ),
+    "digest": "/beacon digest on [at 09:00] | digest off | digest now",
 }
 
 
@@ -301,6 +309,25 @@ def _alerts(text: str, args: list[_Token]) -> Command:
     )
 
 
+def _digest(text: str, args: list[_Token]) -> Command:
+    words = [arg.word for arg in args]
+    if words in (["off"], ["now"]):
+        return Digest("off" if words == ["off"] else "now")
+    if words == ["on"]:
+        return Digest("on")
+    if len(words) == 3 and words[:2] == ["on", "at"]:
+        hours, _, minutes = words[2].partition(":")
+        if hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
+            return Digest("on", f"{int(hours):02d}:{int(minutes):02d}")
+        raise CommandError(
+            f"`{args[2].text}` is not a time of day: say `at 09:00`, in your own time zone",
+            USAGE["digest"],
+        )
+    raise CommandError(
+        "say `digest on`, `digest on at 09:00`, `digest off` or `digest now`", USAGE["digest"]
+    )
+
+
 def _unquoted(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         return text[1:-1]
@@ -315,5 +342,6 @@ _PARSERS: dict[str, Callable[[str, list[_Token]], Command]] = {
     "campaigns": _campaigns,
     "nonopeners": _nonopeners,
     "alerts": _alerts,
+    "digest": _digest,
 }
 assert set(_PARSERS) == set(USAGE)

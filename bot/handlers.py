@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
@@ -19,6 +20,7 @@ from bot.commands import (
     AlertsRemove,
     Campaigns,
     Command,
+    Digest,
     Help,
     NonOpeners,
     Preview,
@@ -26,6 +28,8 @@ from bot.commands import (
     Templates,
 )
 from bot.permissions import Forbidden, check_campaign_access, check_command, check_send_size
+from notifier.channels import ChannelError, EmailChannel, Recipient
+from notifier.digests import compose, gather, set_digest, zone
 from notifier.subscriptions import (
     NewRule,
     add_subscription,
@@ -46,6 +50,7 @@ from outreach.filters import AudienceError
 from outreach.mailbox import Mailbox
 from outreach.templates import RenderError, StoredTemplate, latest_template, list_templates
 from outreach.templates import render_all as render_each
+from store.clock import utcnow
 from store.schema import campaigns, companies, templates
 from tracking.analytics import not_engaged
 from tracking.instrument import TrackingFlags
@@ -99,6 +104,8 @@ def execute(command: Command, context: Context, *, confirmed: bool = False) -> R
             return _alerts_list(context)
         if isinstance(command, AlertsRemove):
             return _alerts_remove(command, context)
+        if isinstance(command, Digest):
+            return _digest(command, context)
     except AudienceError as exc:
         audience = command.audience if isinstance(command, Send) else getattr(command, "to", "")
         raise CommandFailed(f"in the audience:\n{exc.pretty(audience)}") from None
@@ -376,6 +383,36 @@ def _alerts_remove(command: AlertsRemove, context: Context) -> Reply:
                 f"you have no alert #{command.id}: `/beacon alerts list` lists yours"
             )
     return Reply(f"Alert #{command.id} removed.", {"removed": command.id})
+
+
+def _digest(command: Digest, context: Context) -> Reply:
+    user = context.user
+    if command.action == "now":
+        now = utcnow()
+        yesterday = now.astimezone(zone(user.timezone)).date() - timedelta(days=1)
+        with context.engine.connect() as connection:
+            digest = compose(gather(connection, user.id, yesterday, user.timezone))
+        channel = EmailChannel(lambda recipient: context.mailbox_for(user))
+        try:
+            key = f"digest.{user.id}.now.{now:%Y%m%dT%H%M%S%f}"
+            channel.send(Recipient(user.id, user.email, user.name), digest, key)
+        except ChannelError as exc:
+            raise CommandFailed(f"the digest could not be sent: {exc}") from None
+        return Reply(
+            f"Sent to {user.email}:\n{digest.title}\n{digest.details}",
+            {"title": digest.title, "details": digest.details},
+        )
+    with context.engine.begin() as connection:
+        row = set_digest(connection, user.id, enabled=command.action == "on", at=command.at)
+    if row.enabled:
+        return Reply(
+            f"Your daily digest comes by email at {row.at_time} ({user.timezone} time), with "
+            "what your emails did the day before.",
+            {"enabled": True, "at": row.at_time},
+        )
+    return Reply(
+        "Your daily digest is off: `/beacon digest on` turns it back on.", {"enabled": False}
+    )
 
 
 def _campaign(connection: Connection, name: str, user: Any) -> Any:

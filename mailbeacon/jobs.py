@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select, update
 from mailbeacon.mailboxes import user_mailboxes
 from mailbeacon.settings import Settings
 from notifier.channels import Channel, EmailChannel
+from notifier.digests import send_due_digests
 from notifier.dispatcher import DeliveryReport, deliver, dispatch
 from outreach.accounts import credential_keeper, open_mailbox
 from outreach.mailbox import MailboxError
@@ -76,13 +77,15 @@ def sync_replies(settings: Settings, engine: Engine) -> list[str]:
 
 
 def send_alerts(settings: Settings, engine: Engine) -> DeliveryReport:
-    """New events into alerts, then every alert that is due out: one round."""
+    """New events into alerts, every alert that is due out, and the digests that are due: one
+    round."""
     mailbox_of = user_mailboxes(settings, engine)
-    channels: dict[str, Channel] = {
-        "email": EmailChannel(lambda recipient: mailbox_of(recipient.user_id, recipient.email))
-    }
+    email = EmailChannel(lambda recipient: mailbox_of(recipient.user_id, recipient.email))
+    channels: dict[str, Channel] = {"email": email}
     dispatch(engine)
-    return deliver(engine, channels)
+    report = deliver(engine, channels)
+    send_due_digests(engine, email)
+    return report
 
 
 def start_jobs(settings: Settings, engine: Engine) -> AsyncIOScheduler | None:

@@ -23,6 +23,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from bot.users import UserSettings
+from notifier.digests import is_time_zone
 from notifier.settings import NotifierSettings
 from outreach.oauth import OAuthSettings
 from outreach.settings import OutreachSettings
@@ -206,6 +207,11 @@ def _complete(settings: Settings, base: Path) -> Settings:
             ipaddress.ip_network(network, strict=False)
         except ValueError:
             raise _expected(f"tracking.internal_networks[{i}]", network, "a CIDR network") from None
+    for i, user in enumerate(settings.users):
+        if not is_time_zone(user.timezone):
+            raise _expected(
+                f"users[{i}].timezone", user.timezone, "a time zone such as Europe/Berlin or UTC"
+            )
     tracking = settings.tracking
     if not tracking.base_url:
         host = "localhost" if settings.server.host in ("0.0.0.0", "::") else settings.server.host

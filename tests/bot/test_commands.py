@@ -10,6 +10,7 @@ from bot.commands import (
     Campaigns,
     Command,
     CommandError,
+    Digest,
     Help,
     NonOpeners,
     Preview,
@@ -162,3 +163,33 @@ def test_alerts_mistakes(text: str, message: str) -> None:
         parse(text)
     assert message in raised.value.message
     assert raised.value.usage == USAGE["alerts"]
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("digest on", Digest("on")),
+        ("digest on at 9:05", Digest("on", "09:05")),
+        ("digest on at 18:30", Digest("on", "18:30")),
+        ("digest off", Digest("off")),
+        ("digest now", Digest("now")),
+    ],
+)
+def test_digest_parses(text: str, command: Command) -> None:
+    assert parse(text) == command
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("digest", "say `digest on`, `digest on at 09:00`, `digest off` or `digest now`"),
+        ("digest on at noon", "`noon` is not a time of day: say `at 09:00`"),
+        ("digest on at 24:00", "`24:00` is not a time of day"),
+        ("digest off now", "say `digest on`"),
+    ],
+)
+def test_digest_mistakes(text: str, message: str) -> None:
+    with pytest.raises(CommandError) as raised:
+        parse(text)
+    assert message in raised.value.message
+    assert raised.value.usage == USAGE["digest"]

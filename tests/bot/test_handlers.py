@@ -327,3 +327,16 @@ def test_an_alert_on_someone_elses_campaign_needs_an_admin(store: Engine, tmp_pa
         run(store, tmp_path, "alerts add on click campaign 1 via email", "member@us.example")
     added = run(store, tmp_path, "alerts add on click campaign 1 via email")
     assert "in campaign #1 (webinar)" in added.text
+
+
+def test_the_digest_is_turned_on_at_an_hour_off_and_sent_now(store: Engine, tmp_path: Path) -> None:
+    member = "member@us.example"
+    on = run(store, tmp_path, "digest on at 07:30", member)
+    assert on.text.startswith("Your daily digest comes by email at 07:30 (UTC time)")
+    assert run(store, tmp_path, "digest on", member).data == {"enabled": True, "at": "07:30"}
+    assert run(store, tmp_path, "digest off", member).text.startswith("Your daily digest is off")
+    now = run(store, tmp_path, "digest now", member)
+    assert now.text.startswith("Sent to member@us.example:\nYour mailbeacon digest for ")
+    assert "You sent nothing that day." in now.text
+    [digest] = sent(tmp_path)
+    assert (digest["From"], digest["To"]) == ("member@us.example", "member@us.example")

@@ -62,6 +62,11 @@ def test_environment_variables_override_any_key() -> None:
             "users[0].role = 'boss': expected one of member, admin",
         ),
         (
+            "users:\n  - email: a@b.example\n    timezone: Mars/Olympus\n",
+            {},
+            "users[0].timezone = 'Mars/Olympus': expected a time zone such as Europe/Berlin",
+        ),
+        (
             "tracking:\n  internal_networks: [10.0.0.0/33]\n",
             {},
             "tracking.internal_networks[0] = '10.0.0.0/33': expected a CIDR network",
