@@ -17,16 +17,19 @@ class UserSettings:
     name: str = ""
     role: Literal["member", "admin"] = "member"
     timezone: str = "UTC"
+    # "22:00-07:00" in the user's time zone: alerts wait until it ends. Empty: never quiet.
+    quiet_hours: str = ""
     slack_user_id: str = ""
 
 
 def sync_config_users(connection: Connection, configured: Sequence[UserSettings]) -> None:
-    """Users listed in config exist with the name, role and timezone given there."""
+    """Users listed in config exist with the name, role, time zone and quiet hours given there."""
     for user in configured:
         values = {
             "name": user.name,
             "role": user.role,
             "timezone": user.timezone,
+            "quiet_hours": user.quiet_hours or None,
             "slack_user_id": user.slack_user_id or None,
         }
         email = user.email.strip().lower()

@@ -24,6 +24,7 @@ from cryptography.fernet import Fernet
 
 from bot.users import UserSettings
 from notifier.digests import is_time_zone
+from notifier.quiet import is_quiet_range
 from notifier.settings import NotifierSettings
 from outreach.oauth import OAuthSettings
 from outreach.settings import OutreachSettings
@@ -211,6 +212,10 @@ def _complete(settings: Settings, base: Path) -> Settings:
         if not is_time_zone(user.timezone):
             raise _expected(
                 f"users[{i}].timezone", user.timezone, "a time zone such as Europe/Berlin or UTC"
+            )
+        if user.quiet_hours and not is_quiet_range(user.quiet_hours):
+            raise _expected(
+                f"users[{i}].quiet_hours", user.quiet_hours, "a range of times such as 22:00-07:00"
             )
     tracking = settings.tracking
     if not tracking.base_url:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import aliased
 
 from notifier.alerts import Happening, describe
 from notifier.channels import Channel, ChannelError, Recipient
+from notifier.quiet import quiet_until
 from notifier.rules import EventFacts, Rule, fires
 from store.clock import Clock, utcnow
 from store.schema import (
@@ -104,6 +105,7 @@ class DeliveryReport:
     delivered: int = 0
     retrying: int = 0
     failed: int = 0
+    held: int = 0  # waiting for the end of their user's quiet hours
 
 
 def deliver(
@@ -114,27 +116,40 @@ def deliver(
     with engine.connect() as connection:
         due = connection.execute(_DUE.limit(limit), {"now": clock()}).all()
     for row in due:
-        values: dict[str, Any] = {"attempts": row.attempts + 1}
-        try:
-            channel = channels.get(row.channel)
-            if channel is None:
-                raise ChannelError(f"the {row.channel} channel is not set up on this server")
-            recipient = Recipient(row.user_id, row.user_email, row.user_name)
-            channel.send(recipient, describe(_happening(row)), key=str(row.id))
-        except ChannelError as exc:
-            values["last_error"] = str(exc)[:1000]
-            if values["attempts"] >= MAX_ATTEMPTS:
-                values["status"] = "failed"
-                report.failed += 1
-            else:
-                values["next_attempt_at"] = clock() + retry_delay(values["attempts"])
-                report.retrying += 1
+        until = quiet_until(clock(), row.user_timezone, row.quiet_hours)
+        if until is not None:  # not an attempt: it waits for the end of the quiet
+            values: dict[str, Any] = {"next_attempt_at": until}
+            report.held += 1
         else:
-            values.update(status="delivered", delivered_at=clock(), last_error=None)
-            report.delivered += 1
+            values = _attempt(row, channels, clock, report)
         with engine.begin() as connection:
             connection.execute(update(deliveries).where(deliveries.c.id == row.id).values(values))
     return report
+
+
+def _attempt(
+    row: Any, channels: Mapping[str, Channel], clock: Clock, report: DeliveryReport
+) -> dict[str, Any]:
+    """Send one delivery: the row's new values."""
+    values: dict[str, Any] = {"attempts": row.attempts + 1}
+    try:
+        channel = channels.get(row.channel)
+        if channel is None:
+            raise ChannelError(f"the {row.channel} channel is not set up on this server")
+        recipient = Recipient(row.user_id, row.user_email, row.user_name)
+        channel.send(recipient, describe(_happening(row)), key=str(row.id))
+    except ChannelError as exc:
+        values["last_error"] = str(exc)[:1000]
+        if values["attempts"] >= MAX_ATTEMPTS:
+            values["status"] = "failed"
+            report.failed += 1
+        else:
+            values["next_attempt_at"] = clock() + retry_delay(values["attempts"])
+            report.retrying += 1
+    else:
+        values.update(status="delivered", delivered_at=clock(), last_error=None)
+        report.delivered += 1
+    return values
 
 
 def _cursor(connection: Connection) -> int:
@@ -211,6 +226,8 @@ _DUE = (
         users.c.id.label("user_id"),
         users.c.email.label("user_email"),
         users.c.name.label("user_name"),
+        users.c.timezone.label("user_timezone"),
+        users.c.quiet_hours,
         events.c.kind,
         events.c.at,
         events.c.machine_reason,

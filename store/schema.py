@@ -81,6 +81,8 @@ users = Table(
     Column("slack_user_id", String(32), unique=True),
     Column("timezone", String(64), nullable=False, server_default="UTC"),
     Column("role", String(16), nullable=False, server_default="member"),
+    # "22:00-07:00" in the user's time zone: alerts that come then wait until it ends.
+    Column("quiet_hours", String(11)),
     CheckConstraint("role IN ('member', 'admin')", name="role"),
     _created(),
 )

@@ -67,6 +67,11 @@ def test_environment_variables_override_any_key() -> None:
             "users[0].timezone = 'Mars/Olympus': expected a time zone such as Europe/Berlin",
         ),
         (
+            "users:\n  - email: a@b.example\n    quiet_hours: '22-7'\n",
+            {},
+            "users[0].quiet_hours = '22-7': expected a range of times such as 22:00-07:00",
+        ),
+        (
             "tracking:\n  internal_networks: [10.0.0.0/33]\n",
             {},
             "tracking.internal_networks[0] = '10.0.0.0/33': expected a CIDR network",

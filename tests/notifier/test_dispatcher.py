@@ -6,14 +6,14 @@ from __future__ import annotations
 import functools
 import mailbox
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from mailbeacon.serve import free_port
 from notifier.alerts import Alert
@@ -239,3 +239,27 @@ def test_a_mailbox_that_cannot_be_opened_is_a_failed_attempt_not_a_crash(world: 
             select(deliveries.c.last_error).where(deliveries.c.status == "pending")
         )
     assert error.startswith("maria@us.example (outlook): the stored mailbox credentials")
+
+
+def test_alerts_in_quiet_hours_wait_until_they_end(world: World) -> None:
+    _subscribe(world, world.maria, "open")
+    with world.engine.begin() as connection:
+        connection.execute(
+            update(users)
+            .where(users.c.id == world.maria)
+            .values(timezone="Europe/Berlin", quiet_hours="22:00-07:00")
+        )
+    t = world.sent_at + timedelta(hours=1)
+    _hit(world, t)
+    dispatch(world.engine, clock=lambda: t + timedelta(minutes=1))
+    channels = {"email": _own_mailbox(world.folder)}
+    night = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)  # 00:30 in Berlin
+    report = deliver(world.engine, channels, clock=lambda: night)
+    assert (report.held, report.delivered) == (1, 0)
+    row = _delivery(world)
+    assert (row.status, row.attempts) == ("pending", 0)
+    assert row.next_attempt_at == datetime(2026, 11, 27, 6, 0, tzinfo=UTC)  # 07:00 there
+    assert deliver(world.engine, channels, clock=lambda: night + timedelta(hours=2)).held == 0
+    morning = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
+    assert deliver(world.engine, channels, clock=lambda: morning).delivered == 1
+    assert len(_alerts(world.folder)) == 1
