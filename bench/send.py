@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.commands import parse  # noqa: E402
-from bot.handlers import Context, execute  # noqa: E402
+from bot.context import Context  # noqa: E402
+from bot.handlers import execute  # noqa: E402
 from bot.users import UserSettings, find_user, sync_config_users  # noqa: E402
 from mailbeacon.settings import load_settings, with_generated_keys  # noqa: E402
 from outreach.maildir import MaildirMailbox  # noqa: E402

@@ -6,13 +6,11 @@ raise CommandFailed with what was wrong and how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, select
 
+from bot.alerts import alerts_add, alerts_list, alerts_remove, digest
 from bot.commands import (
     USAGE,
     AlertsAdd,
@@ -27,16 +25,8 @@ from bot.commands import (
     Send,
     Templates,
 )
+from bot.context import CommandFailed, Context, Reply, find_campaign, find_template
 from bot.permissions import Forbidden, check_campaign_access, check_command, check_send_size
-from notifier.channels import ChannelError, EmailChannel, Recipient
-from notifier.digests import compose, gather, set_digest, zone
-from notifier.subscriptions import (
-    NewRule,
-    add_subscription,
-    in_words,
-    list_subscriptions,
-    remove_subscription,
-)
 from outreach.audience import resolve_audience
 from outreach.campaigns import (
     CampaignBusy,
@@ -47,40 +37,13 @@ from outreach.campaigns import (
     run_campaign,
 )
 from outreach.filters import AudienceError
-from outreach.mailbox import Mailbox
-from outreach.templates import RenderError, StoredTemplate, latest_template, list_templates
+from outreach.templates import RenderError, list_templates
 from outreach.templates import render_all as render_each
-from store.clock import utcnow
 from store.schema import campaigns, companies, templates
 from tracking.analytics import not_engaged
 from tracking.instrument import TrackingFlags
-from tracking.settings import TrackingSettings
-from tracking.tokens import TokenSigner
 
 PREVIEW_LINES = 12
-
-
-class CommandFailed(Exception):
-    """The command cannot be done as asked; the message says why and what to do instead."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    data: dict[str, Any] = field(default_factory=dict)
-    needs_confirmation: bool = False
-
-
-@dataclass(frozen=True)
-class Context:
-    engine: Engine
-    user: Any  # the users row of who is asking
-    tracking: TrackingSettings
-    signer: TokenSigner
-    admin_send_threshold: int
-    mailbox_for: Callable[[Any], Mailbox]  # a user's own mailbox
-    progress: Callable[[str], None] = lambda line: None  # long work says how far it got
-    alert_channels: frozenset[str] = frozenset({"email"})  # the channels this server delivers
 
 
 def execute(command: Command, context: Context, *, confirmed: bool = False) -> Reply:
@@ -99,13 +62,13 @@ def execute(command: Command, context: Context, *, confirmed: bool = False) -> R
         if isinstance(command, NonOpeners):
             return _nonopeners(command, context)
         if isinstance(command, AlertsAdd):
-            return _alerts_add(command, context)
+            return alerts_add(command, context)
         if isinstance(command, AlertsList):
-            return _alerts_list(context)
+            return alerts_list(context)
         if isinstance(command, AlertsRemove):
-            return _alerts_remove(command, context)
+            return alerts_remove(command, context)
         if isinstance(command, Digest):
-            return _digest(command, context)
+            return digest(command, context)
     except AudienceError as exc:
         audience = command.audience if isinstance(command, Send) else getattr(command, "to", "")
         raise CommandFailed(f"in the audience:\n{exc.pretty(audience)}") from None
@@ -145,17 +108,10 @@ def _templates(context: Context) -> Reply:
     return Reply("\n".join(lines), {"templates": data})
 
 
-def _template(connection: Connection, key: str) -> StoredTemplate:
-    stored = latest_template(connection, key)
-    if stored is None:
-        raise CommandFailed(f"there is no template `{key}`: `/beacon templates` lists them")
-    return stored
-
-
 def _preview(command: Preview, context: Context) -> Reply:
     # Never committed: an unknown address would become an enduser, which a preview must not do.
     with context.engine.connect() as connection:
-        stored = _template(connection, command.template)
+        stored = find_template(connection, command.template)
         audience = resolve_audience(connection, command.to, force=True)
         recipients = _contexts(connection, audience.endusers, context.user, command.template)
     [rendered] = render_each(stored.template, recipients[:1])
@@ -167,7 +123,7 @@ def _send(command: Send, context: Context, confirmed: bool) -> Reply:
     # One transaction: the audience (new endusers included) and the whole planned campaign are
     # committed together, or, for the preview and on any error, not at all.
     with context.engine.connect() as connection:
-        stored = _template(connection, command.template)
+        stored = find_template(connection, command.template)
         template = stored.template
         audience = resolve_audience(connection, command.audience)
         if not audience.endusers:
@@ -282,7 +238,7 @@ def _campaigns(command: Campaigns, context: Context) -> Reply:
 
 def _nonopeners(command: NonOpeners, context: Context) -> Reply:
     with context.engine.connect() as connection:
-        campaign = _campaign(connection, command.campaign, context.user)
+        campaign = find_campaign(connection, command.campaign, context.user)
         check_campaign_access(context.user, campaign.sender_user_id)
         found = not_engaged(
             connection, campaign.id, command.outcome, include_machine=command.include_machine
@@ -324,108 +280,6 @@ def _nonopeners(command: NonOpeners, context: Context) -> Reply:
         "include_machine": command.include_machine,
     }
     return Reply("\n".join(lines), data)
-
-
-def _alerts_add(command: AlertsAdd, context: Context) -> Reply:
-    if command.channel not in context.alert_channels:
-        usable = " or ".join(f"`via {name}`" for name in sorted(context.alert_channels))
-        raise CommandFailed(
-            f"this server cannot send alerts via {command.channel} yet: use {usable}"
-        )
-    with context.engine.begin() as connection:
-        rule = NewRule(
-            command.event,
-            command.channel,
-            everyone=command.everyone,
-            include_machine=command.include_machine,
-            first_only=command.first_only,
-        )
-        if command.template is not None:
-            rule = replace(rule, template_key=_template(connection, command.template).template.key)
-        if command.campaign is not None:
-            campaign = _campaign(connection, command.campaign, context.user)
-            check_campaign_access(context.user, campaign.sender_user_id)
-            rule = replace(rule, campaign_id=campaign.id)
-        if command.company is not None:
-            company_id = connection.scalar(
-                select(companies.c.id).where(
-                    func.lower(companies.c.name) == command.company.lower()
-                )
-            )
-            if company_id is None:
-                raise CommandFailed(
-                    f"there is no company named {command.company!r}: check the spelling, "
-                    "and put a name with spaces in quotes"
-                )
-            rule = replace(rule, company_id=company_id)
-        rule_id = add_subscription(connection, context.user.id, rule)
-        [added] = [r for r in list_subscriptions(connection, context.user.id) if r.id == rule_id]
-    return Reply(f"Alert {in_words(added)}.", {"alert": rule_id})
-
-
-def _alerts_list(context: Context) -> Reply:
-    with context.engine.connect() as connection:
-        rules = list_subscriptions(connection, context.user.id)
-    if not rules:
-        return Reply(
-            "You have no alerts: add one with `/beacon alerts add on open via email`.",
-            {"alerts": []},
-        )
-    return Reply(
-        "\n".join(in_words(rule) for rule in rules), {"alerts": [rule.id for rule in rules]}
-    )
-
-
-def _alerts_remove(command: AlertsRemove, context: Context) -> Reply:
-    with context.engine.begin() as connection:
-        if not remove_subscription(connection, context.user.id, command.id):
-            raise CommandFailed(
-                f"you have no alert #{command.id}: `/beacon alerts list` lists yours"
-            )
-    return Reply(f"Alert #{command.id} removed.", {"removed": command.id})
-
-
-def _digest(command: Digest, context: Context) -> Reply:
-    user = context.user
-    if command.action == "now":
-        now = utcnow()
-        yesterday = now.astimezone(zone(user.timezone)).date() - timedelta(days=1)
-        with context.engine.connect() as connection:
-            digest = compose(gather(connection, user.id, yesterday, user.timezone))
-        channel = EmailChannel(lambda recipient: context.mailbox_for(user))
-        try:
-            key = f"digest.{user.id}.now.{now:%Y%m%dT%H%M%S%f}"
-            channel.send(Recipient(user.id, user.email, user.name), digest, key)
-        except ChannelError as exc:
-            raise CommandFailed(f"the digest could not be sent: {exc}") from None
-        return Reply(
-            f"Sent to {user.email}:\n{digest.title}\n{digest.details}",
-            {"title": digest.title, "details": digest.details},
-        )
-    with context.engine.begin() as connection:
-        row = set_digest(connection, user.id, enabled=command.action == "on", at=command.at)
-    if row.enabled:
-        return Reply(
-            f"Your daily digest comes by email at {row.at_time} ({user.timezone} time), with "
-            "what your emails did the day before.",
-            {"enabled": True, "at": row.at_time},
-        )
-    return Reply(
-        "Your daily digest is off: `/beacon digest on` turns it back on.", {"enabled": False}
-    )
-
-
-def _campaign(connection: Connection, name: str, user: Any) -> Any:
-    """A campaign by number (12, #12) or by name (the newest of that name the user sent)."""
-    query = select(campaigns)
-    if name.lstrip("#").isdigit():
-        query = query.where(campaigns.c.id == int(name.lstrip("#")))
-    else:
-        query = query.where(campaigns.c.name == name, campaigns.c.sender_user_id == user.id)
-    found = connection.execute(query.order_by(campaigns.c.id.desc()).limit(1)).first()
-    if found is None:
-        raise CommandFailed(f"there is no campaign `{name}`: `/beacon campaigns` lists yours")
-    return found
 
 
 def _contexts(

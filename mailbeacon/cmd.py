@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bot.commands import CommandError, parse
-from bot.handlers import CommandFailed, Context, execute
+from bot.context import CommandFailed, Context
+from bot.handlers import execute
 from bot.users import find_user, sync_config_users
 from mailbeacon.mailboxes import user_mailboxes
 from mailbeacon.settings import Settings

@@ -21,7 +21,8 @@ import httpx
 from sqlalchemy import Engine, select
 
 from bot.commands import parse
-from bot.handlers import Context, execute
+from bot.context import Context
+from bot.handlers import execute
 from bot.users import UserSettings, find_user, sync_config_users
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from mailbeacon.settings import Settings, load_settings, with_generated_keys

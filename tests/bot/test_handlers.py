@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from bot.commands import parse
-from bot.handlers import CommandFailed, Context, Reply, execute
+from bot.context import CommandFailed, Context, Reply
+from bot.handlers import execute
 from bot.users import UserSettings, find_user, sync_config_users
 from outreach.importer import import_file
 from outreach.mailbox import Mailbox
