@@ -76,21 +76,30 @@ def sync_replies(settings: Settings, engine: Engine) -> list[str]:
     return lines
 
 
-def send_alerts(settings: Settings, engine: Engine) -> DeliveryReport:
-    """New events into alerts, every alert that is due out, and the digests that are due: one
-    round."""
+# Digests are due by the minute: looking once a minute is enough, and a mailbox that keeps
+# failing is tried again once a minute, not at every alerts round.
+DIGEST_CHECK_SECONDS = 60.0
+
+
+def _email_channel(settings: Settings, engine: Engine) -> EmailChannel:
     mailbox_of = user_mailboxes(settings, engine)
-    email = EmailChannel(lambda recipient: mailbox_of(recipient.user_id, recipient.email))
-    channels: dict[str, Channel] = {"email": email}
+    return EmailChannel(lambda recipient: mailbox_of(recipient.user_id, recipient.email))
+
+
+def send_alerts(settings: Settings, engine: Engine) -> DeliveryReport:
+    """New events into alerts, then every alert that is due out: one round."""
+    channels: dict[str, Channel] = {"email": _email_channel(settings, engine)}
     dispatch(engine)
-    report = deliver(engine, channels)
-    send_due_digests(engine, email)
-    return report
+    return deliver(engine, channels)
+
+
+def send_digests(settings: Settings, engine: Engine) -> int:
+    return send_due_digests(engine, _email_channel(settings, engine))
 
 
 def start_jobs(settings: Settings, engine: Engine) -> AsyncIOScheduler | None:
-    """Reply sync every tracking.reply_sync_seconds and alerts every notifier.dispatch_seconds,
-    each one round at a time, starting now."""
+    """Reply sync every tracking.reply_sync_seconds, alerts every notifier.dispatch_seconds and
+    digests every minute (when alerts are on), each one round at a time, starting now."""
     scheduler = AsyncIOScheduler(timezone=UTC)
 
     async def reply_sync() -> None:
@@ -107,9 +116,14 @@ def start_jobs(settings: Settings, engine: Engine) -> AsyncIOScheduler | None:
                 report.failed,
             )
 
+    async def digests() -> None:
+        await asyncio.to_thread(send_digests, settings, engine)
+
+    alerts_on = settings.notifier.dispatch_seconds > 0
     jobs = [
         (reply_sync, settings.tracking.reply_sync_seconds),
         (alerts, settings.notifier.dispatch_seconds),
+        (digests, DIGEST_CHECK_SECONDS if alerts_on else 0),
     ]
     for job, seconds in jobs:
         if seconds > 0:

@@ -14,13 +14,14 @@ from sqlalchemy import Engine, select, update
 
 from mailbeacon.jobs import sync_replies
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
+from notifier.digests import set_digest
 from notifier.subscriptions import NewRule, add_subscription
 from outreach.accounts import save_mailbox
 from outreach.campaigns import Outgoing, plan_campaign, run_campaign
 from outreach.maildir import MaildirMailbox
 from store.clock import utcnow
 from store.crypto import CredentialCipher
-from store.schema import emails, engagements, mailboxes, users
+from store.schema import digests, emails, engagements, mailboxes, users
 from tests.conftest import settings_for
 from tests.helpers import PLAN, SENDER, SIGNER, TRACKING
 from tracking.classify import Hit, Rules
@@ -131,4 +132,31 @@ def test_the_server_sends_alerts_on_its_own(engine: Engine, db_url: str, tmp_pat
 
 
 def _sent(folder: Path) -> list[Any]:
+    if not (folder / ".Sent").exists():
+        return []
     return list(mailbox.Maildir(folder).get_folder("Sent"))
+
+
+def test_the_server_sends_the_daily_digest_on_its_own(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings, _ = settings_for(
+        tmp_path, DATABASE__URL=db_url, SERVER__PORT=str(port), NOTIFIER__DISPATCH_SECONDS="0.2"
+    )
+    folder = Path(settings.outreach.maildir)
+    with engine.begin() as connection:
+        maria = connection.execute(
+            users.insert().values(email="maria@us.example").returning(users.c.id)
+        ).scalar_one()
+        set_digest(connection, maria, enabled=True, at="00:00")  # due as soon as it starts
+    config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
+    with running_in_thread(config):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not _sent(folder):
+            time.sleep(0.1)
+    [digest] = _sent(folder)
+    assert str(digest["To"]) == "maria@us.example"
+    assert str(digest["Subject"]).startswith("Your mailbeacon digest for ")
+    with engine.connect() as connection:
+        assert connection.scalar(select(digests.c.last_sent_day)) is not None
