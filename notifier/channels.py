@@ -19,6 +19,7 @@ class Recipient:
     user_id: int
     email: str
     name: str
+    slack_user_id: str | None = None
 
 
 class ChannelError(Exception):

@@ -136,7 +136,7 @@ def _attempt(
         channel = channels.get(row.channel)
         if channel is None:
             raise ChannelError(f"the {row.channel} channel is not set up on this server")
-        recipient = Recipient(row.user_id, row.user_email, row.user_name)
+        recipient = Recipient(row.user_id, row.user_email, row.user_name, row.slack_user_id)
         channel.send(recipient, describe(_happening(row)), key=str(row.id))
     except ChannelError as exc:
         values["last_error"] = str(exc)[:1000]
@@ -227,6 +227,7 @@ _DUE = (
         users.c.email.label("user_email"),
         users.c.name.label("user_name"),
         users.c.timezone.label("user_timezone"),
+        users.c.slack_user_id,
         users.c.quiet_hours,
         events.c.kind,
         events.c.at,
