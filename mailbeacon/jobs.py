@@ -12,9 +12,8 @@ from typing import cast
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, select, update
 
-from mailbeacon.mailboxes import user_mailboxes
+from mailbeacon.channels import alert_channels, email_channel
 from mailbeacon.settings import Settings
-from notifier.channels import Channel, EmailChannel
 from notifier.digests import send_due_digests
 from notifier.dispatcher import DeliveryReport, deliver, dispatch
 from outreach.accounts import credential_keeper, open_mailbox
@@ -81,20 +80,14 @@ def sync_replies(settings: Settings, engine: Engine) -> list[str]:
 DIGEST_CHECK_SECONDS = 60.0
 
 
-def _email_channel(settings: Settings, engine: Engine) -> EmailChannel:
-    mailbox_of = user_mailboxes(settings, engine)
-    return EmailChannel(lambda recipient: mailbox_of(recipient.user_id, recipient.email))
-
-
 def send_alerts(settings: Settings, engine: Engine) -> DeliveryReport:
     """New events into alerts, then every alert that is due out: one round."""
-    channels: dict[str, Channel] = {"email": _email_channel(settings, engine)}
     dispatch(engine)
-    return deliver(engine, channels)
+    return deliver(engine, alert_channels(settings, engine))
 
 
 def send_digests(settings: Settings, engine: Engine) -> int:
-    return send_due_digests(engine, _email_channel(settings, engine))
+    return send_due_digests(engine, email_channel(settings, engine))
 
 
 def start_jobs(settings: Settings, engine: Engine) -> AsyncIOScheduler | None:

@@ -47,6 +47,15 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class SlackSettings:
+    # The Slack app's bot token (xoxb-…), with the im:write, chat:write and users:read.email
+    # scopes: alerts as direct messages. Empty: Slack is off.
+    bot_token: str = ""
+    # Slack's Web API; change it only for a test double.
+    api_url: str = "https://slack.com/api/"
+
+
+@dataclass(frozen=True)
 class SecretsSettings:
     # Fernet keys for credentials at rest; the first encrypts, all decrypt.
     # Empty: one is generated into the data folder.
@@ -66,6 +75,7 @@ class Settings:
     outreach: OutreachSettings = field(default_factory=OutreachSettings)
     oauth: OAuthSettings = field(default_factory=OAuthSettings)
     notifier: NotifierSettings = field(default_factory=NotifierSettings)
+    slack: SlackSettings = field(default_factory=SlackSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
 
     @property

@@ -23,6 +23,7 @@ from store.clock import utcnow
 from store.crypto import CredentialCipher
 from store.schema import digests, emails, engagements, mailboxes, users
 from tests.conftest import settings_for
+from tests.fakes.slack import BOT_TOKEN, FakeSlack
 from tests.helpers import PLAN, SENDER, SIGNER, TRACKING
 from tracking.classify import Hit, Rules
 from tracking.record import EmailCache, PendingHit, write_hits
@@ -111,15 +112,7 @@ def test_the_server_sends_alerts_on_its_own(engine: Engine, db_url: str, tmp_pat
             TRACKING,
         )
     run_campaign(engine, campaign, MaildirMailbox(folder, "maria@us.example"), owner="test")
-    # Ann opened it a minute ago, an hour after it was sent.
-    opened = utcnow() - timedelta(minutes=1)
-    with engine.begin() as connection:
-        email_id = connection.execute(
-            update(emails).values(sent_at=opened - timedelta(hours=1)).returning(emails.c.id)
-        ).scalar_one()
-        hit = Hit("open", opened, user_agent="Mozilla/5.0 (X11; Linux x86_64) Thunderbird/128.0")
-        pending = [PendingHit(email_id, hit)]
-        write_hits(connection, pending, Rules(), EmailCache(), tracking_enabled=True)
+    _opened_a_minute_ago(engine)
 
     config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
     with running_in_thread(config):
@@ -129,6 +122,18 @@ def test_the_server_sends_alerts_on_its_own(engine: Engine, db_url: str, tmp_pat
     [alert] = [m for m in _sent(folder) if str(m["To"]) == "maria@us.example"]
     assert str(alert["From"]) == "maria@us.example"
     assert str(make_header(decode_header(alert["Subject"]))) == "ann@c.example opened “Renewal”"
+
+
+def _opened_a_minute_ago(engine: Engine) -> None:
+    """Ann opened the one email a minute ago, an hour after it was sent."""
+    opened = utcnow() - timedelta(minutes=1)
+    with engine.begin() as connection:
+        email_id = connection.execute(
+            update(emails).values(sent_at=opened - timedelta(hours=1)).returning(emails.c.id)
+        ).scalar_one()
+        hit = Hit("open", opened, user_agent="Mozilla/5.0 (X11; Linux x86_64) Thunderbird/128.0")
+        pending = [PendingHit(email_id, hit)]
+        write_hits(connection, pending, Rules(), EmailCache(), tracking_enabled=True)
 
 
 def _sent(folder: Path) -> list[Any]:
@@ -160,3 +165,42 @@ def test_the_server_sends_the_daily_digest_on_its_own(
     assert str(digest["Subject"]).startswith("Your mailbeacon digest for ")
     with engine.connect() as connection:
         assert connection.scalar(select(digests.c.last_sent_day)) is not None
+
+
+def test_with_a_slack_token_alerts_also_go_as_direct_messages(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    with FakeSlack() as slack:
+        port = free_port()
+        settings, _ = settings_for(
+            tmp_path,
+            DATABASE__URL=db_url,
+            SERVER__PORT=str(port),
+            NOTIFIER__DISPATCH_SECONDS="0.2",
+            SLACK__BOT_TOKEN=BOT_TOKEN,
+            SLACK__API_URL=slack.url,
+        )
+        with engine.begin() as connection:
+            maria = connection.execute(
+                users.insert()
+                .values(email="maria@us.example", slack_user_id="U0MARIA")
+                .returning(users.c.id)
+            ).scalar_one()
+            add_subscription(connection, maria, NewRule("open", "slack"))
+            campaign = plan_campaign(
+                connection,
+                replace(PLAN, sender_user_id=maria),
+                [Outgoing(["ann@c.example"], "Renewal", "<p>x</p>", "x", None)],
+                SIGNER,
+                TRACKING,
+            )
+        folder = Path(settings.outreach.maildir)
+        run_campaign(engine, campaign, MaildirMailbox(folder, "maria@us.example"), owner="test")
+        _opened_a_minute_ago(engine)
+        config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
+        with running_in_thread(config):
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not slack.posted:
+                time.sleep(0.1)
+        [message] = slack.posted_to("U0MARIA")
+        assert message.text.startswith("ann@c.example opened “Renewal”")
