@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the server (tracking endpoints and more)")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument(
+        "--role",
+        choices=["all", "web", "worker"],
+        default="all",
+        help="all: endpoints and jobs (one machine); web: endpoints only; worker: jobs only",
+    )
 
     commands.add_parser("demo", help="the whole loop offline in a temporary folder")
     commands.add_parser("init", help="create the data folder, keys and database")
@@ -112,7 +118,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         upgrade(engine)
         prepare(settings, engine)
-        return serve(settings, engine)
+        return serve(settings, engine, args.role)
     if args.command in ("init", "db"):
         upgrade(engine)
         print(f"database ready at {safe_url(settings.database.url)} (schema {head_revision()})")

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
@@ -20,7 +24,9 @@ from outreach.accounts import credential_keeper, open_mailbox
 from outreach.mailbox import MailboxError
 from outreach.maildir import MaildirMailbox
 from outreach.oauth import OAuthError
+from store.clock import Clock, utcnow
 from store.crypto import CredentialCipher, CredentialsUnreadable
+from store.leases import release_lease, take_lease
 from store.schema import mailboxes
 from tracking.replies import Inbox, sync_inbox
 
@@ -90,45 +96,104 @@ def send_digests(settings: Settings, engine: Engine) -> int:
     return send_due_digests(engine, email_channel(settings, engine))
 
 
-def start_jobs(settings: Settings, engine: Engine) -> AsyncIOScheduler | None:
+WORKER_LEASE = "worker"
+LEASE_TTL = timedelta(seconds=30)
+RENEW_SECONDS = 10.0
+
+
+class Worker:
+    """Whether this process is the active worker: the one holding the worker lease, which it
+    renews every RENEW_SECONDS. Any other process with jobs waits as a standby and takes over
+    once the lease runs out, so no job ever runs in two processes at once."""
+
+    def __init__(self, engine: Engine, clock: Clock = utcnow) -> None:
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.active = False
+        self._engine = engine
+        self._clock = clock
+
+    def renew(self) -> bool:
+        try:
+            with self._engine.begin() as connection:
+                now = self._clock()
+                held = take_lease(connection, WORKER_LEASE, self.owner, now=now, ttl=LEASE_TTL)
+        except Exception:  # the database is away: do no work until it is back
+            log.exception("worker lease: cannot reach the database")
+            held = False
+        if held != self.active:
+            log.info("worker lease: %s", "active" if held else "standing by")
+        self.active = held
+        return held
+
+    def release(self) -> None:
+        self.active = False
+        with self._engine.begin() as connection:
+            release_lease(connection, WORKER_LEASE, self.owner)
+
+
+class Jobs:
+    def __init__(self, scheduler: AsyncIOScheduler, worker: Worker) -> None:
+        self.scheduler = scheduler
+        self.worker = worker
+
+    async def stop(self) -> None:
+        """Stop scheduling, and hand the lease on at once rather than when it runs out."""
+        self.scheduler.shutdown(wait=False)
+        await asyncio.to_thread(self.worker.release)
+
+
+def start_jobs(settings: Settings, engine: Engine) -> Jobs | None:
     """Reply sync every tracking.reply_sync_seconds, alerts every notifier.dispatch_seconds and
-    digests every minute (when alerts are on), each one round at a time, starting now."""
+    digests every minute (when alerts are on), each one round at a time, starting now, and only
+    while this process is the active worker."""
+    alerts_on = settings.notifier.dispatch_seconds > 0
+    rounds: list[tuple[Callable[[], object], float]] = [
+        (lambda: _log_sync(sync_replies(settings, engine)), settings.tracking.reply_sync_seconds),
+        (lambda: _log_alerts(send_alerts(settings, engine)), settings.notifier.dispatch_seconds),
+        (lambda: send_digests(settings, engine), DIGEST_CHECK_SECONDS if alerts_on else 0),
+    ]
+    rounds = [(work, seconds) for work, seconds in rounds if seconds > 0]
+    if not rounds:
+        return None
+    worker = Worker(engine)
+    worker.renew()
     scheduler = AsyncIOScheduler(timezone=UTC)
 
-    async def reply_sync() -> None:
-        for line in await asyncio.to_thread(sync_replies, settings, engine):
-            log.info("reply sync: %s", line)
+    async def renew() -> None:
+        await asyncio.to_thread(worker.renew)
 
-    async def alerts() -> None:
-        report = await asyncio.to_thread(send_alerts, settings, engine)
-        if report.retrying or report.failed:
-            log.warning(
-                "alerts: %d sent, %d to retry, %d failed for good",
-                report.delivered,
-                report.retrying,
-                report.failed,
-            )
-
-    async def digests() -> None:
-        await asyncio.to_thread(send_digests, settings, engine)
-
-    alerts_on = settings.notifier.dispatch_seconds > 0
-    jobs = [
-        (reply_sync, settings.tracking.reply_sync_seconds),
-        (alerts, settings.notifier.dispatch_seconds),
-        (digests, DIGEST_CHECK_SECONDS if alerts_on else 0),
-    ]
-    for job, seconds in jobs:
-        if seconds > 0:
-            scheduler.add_job(
-                job,
-                "interval",
-                seconds=seconds,
-                max_instances=1,
-                coalesce=True,
-                next_run_time=datetime.now(UTC),
-            )
-    if not scheduler.get_jobs():
-        return None
+    scheduler.add_job(renew, "interval", seconds=RENEW_SECONDS, max_instances=1)
+    for work, seconds in rounds:
+        scheduler.add_job(
+            _if_active(worker, work),
+            "interval",
+            seconds=seconds,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
     scheduler.start()
-    return scheduler
+    return Jobs(scheduler, worker)
+
+
+def _if_active(worker: Worker, work: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    async def job() -> None:
+        if worker.active:
+            await asyncio.to_thread(work)
+
+    return job
+
+
+def _log_sync(lines: list[str]) -> None:
+    for line in lines:
+        log.info("reply sync: %s", line)
+
+
+def _log_alerts(report: DeliveryReport) -> None:
+    if report.retrying or report.failed:
+        log.warning(
+            "alerts: %d sent, %d to retry, %d failed for good",
+            report.delivered,
+            report.retrying,
+            report.failed,
+        )

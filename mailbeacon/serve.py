@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Literal
 
 import uvicorn
 from sqlalchemy import Engine
 
+from mailbeacon.jobs import start_jobs
 from mailbeacon.server import create_app
 from mailbeacon.settings import Settings
 
 
 def uvicorn_config(
-    settings: Settings, engine: Engine, host: str, port: int, log_level: str = "info"
+    settings: Settings,
+    engine: Engine,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    *,
+    run_jobs: bool = True,
 ) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(settings, engine),
+        create_app(settings, engine, run_jobs=run_jobs),
         host=host,
         port=port,
         proxy_headers=True,
@@ -31,7 +41,15 @@ def uvicorn_config(
     )
 
 
-def serve(settings: Settings, engine: Engine) -> int:
+Role = Literal["all", "web", "worker"]
+
+
+def serve(settings: Settings, engine: Engine, role: Role = "all") -> int:
+    """`all`: the HTTP endpoints and the jobs (reply sync, alerts, digests), for one machine.
+    `web`: only the endpoints, for as many processes as the load needs. `worker`: only the
+    jobs; several may run, and one at a time is active (mailbeacon.jobs.Worker)."""
+    if role == "worker":
+        return asyncio.run(_work(settings, engine))
     host, port = settings.server.host, settings.server.port
     # The event loop and the recorder's writer thread hand the interpreter lock over every
     # 1 ms instead of 5 ms: bench/tracking.py measured +17% hits/s and half the p99.
@@ -41,7 +59,25 @@ def serve(settings: Settings, engine: Engine) -> int:
         print("mailbeacon: Slack is on for alerts by direct message (slash commands come later)")
     else:
         print("mailbeacon: Slack is off: no Slack tokens are configured")
-    uvicorn.Server(uvicorn_config(settings, engine, host, port)).run()
+    config = uvicorn_config(settings, engine, host, port, run_jobs=role == "all")
+    uvicorn.Server(config).run()
+    return 0
+
+
+async def _work(settings: Settings, engine: Engine) -> int:
+    jobs = start_jobs(settings, engine)
+    if jobs is None:
+        print("mailbeacon: worker: nothing to do (reply sync and alerts are off in config)")
+        return 0
+    state = "active" if jobs.worker.active else "standing by for the active worker"
+    print(f"mailbeacon: worker {jobs.worker.owner} started, {state}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await jobs.stop()
+    print("mailbeacon: worker stopped", flush=True)
     return 0
 
 

@@ -38,7 +38,13 @@ def tracking_rules(settings: Settings) -> Rules:
     )
 
 
-def create_app(settings: Settings, engine: Engine | None = None, clock: Clock = utcnow) -> ASGIApp:
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    clock: Clock = utcnow,
+    *,
+    run_jobs: bool = True,
+) -> ASGIApp:
     engine = engine or make_engine(settings.database)
     recorder = Recorder(engine, settings.tracking, tracking_rules(settings))
 
@@ -59,12 +65,12 @@ def create_app(settings: Settings, engine: Engine | None = None, clock: Clock = 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         recorder.start()
-        jobs = start_jobs(settings, engine)
+        jobs = start_jobs(settings, engine) if run_jobs else None
         try:
             yield
         finally:
             if jobs is not None:
-                jobs.shutdown(wait=False)
+                await jobs.stop()
             await recorder.stop()
 
     def oauth_callback(request: Request) -> HTMLResponse:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import mailbox
+import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -12,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from mailbeacon.jobs import sync_replies
+from mailbeacon.jobs import LEASE_TTL, Worker, sync_replies
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from notifier.digests import set_digest
 from notifier.subscriptions import NewRule, add_subscription
@@ -21,7 +25,7 @@ from outreach.campaigns import Outgoing, plan_campaign, run_campaign
 from outreach.maildir import MaildirMailbox
 from store.clock import utcnow
 from store.crypto import CredentialCipher
-from store.schema import digests, emails, engagements, mailboxes, users
+from store.schema import digests, emails, engagements, leases, mailboxes, users
 from tests.conftest import settings_for
 from tests.fakes.slack import BOT_TOKEN, FakeSlack
 from tests.helpers import PLAN, SENDER, SIGNER, TRACKING
@@ -204,3 +208,51 @@ def test_with_a_slack_token_alerts_also_go_as_direct_messages(
                 time.sleep(0.1)
         [message] = slack.posted_to("U0MARIA")
         assert message.text.startswith("ann@c.example opened “Renewal”")
+
+
+def test_one_worker_is_active_and_a_standby_takes_over(engine: Engine) -> None:
+    now = utcnow()
+    first = Worker(engine, clock=lambda: now)
+    second = Worker(engine, clock=lambda: now + timedelta(seconds=5))
+    assert first.renew() and not second.renew()
+    assert first.renew()  # renewing keeps it
+    first.release()  # stopping hands it on at once
+    assert second.renew() and not first.renew()
+    # A worker that stops renewing (killed) loses it when it runs out.
+    later = Worker(engine, clock=lambda: now + LEASE_TTL + timedelta(seconds=10))
+    assert later.renew()
+
+
+def test_serve_role_worker_runs_the_jobs_and_hands_on_the_lease(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    settings, environ = settings_for(
+        tmp_path, DATABASE__URL=db_url, NOTIFIER__DISPATCH_SECONDS="0.2"
+    )
+    with engine.begin() as connection:
+        maria = connection.execute(
+            users.insert().values(email="maria@us.example").returning(users.c.id)
+        ).scalar_one()
+        set_digest(connection, maria, enabled=True, at="00:00")
+    folder = Path(settings.outreach.maildir)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "mailbeacon.cli", "serve", "--role", "worker"],
+        env={**os.environ, **environ},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _sent(folder):
+            time.sleep(0.1)
+        with engine.connect() as connection:
+            assert connection.scalar(select(leases.c.name)) == "worker"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0
+    assert "started, active" in out and "worker stopped" in out
+    [digest] = _sent(folder)
+    assert str(digest["To"]) == "maria@us.example"
+    with engine.connect() as connection:
+        assert connection.execute(select(leases)).first() is None  # released on the way out
