@@ -42,7 +42,9 @@ class SyncReport:
     recorded: dict[str, int] = field(default_factory=dict)  # kind -> how many
 
     def summary(self) -> str:
-        counts = ", ".join(f"{n} {kind.replace('_', '-')}" for kind, n in self.recorded.items())
+        # In a fixed order: the mailbox hands messages over in an order of its own.
+        kinds = [kind for kind in ("reply", "auto_reply", "bounce") if kind in self.recorded]
+        counts = ", ".join(f"{self.recorded[kind]} {kind.replace('_', '-')}" for kind in kinds)
         return f"{self.seen} messages read; recorded: {counts or 'nothing new'}"
 
 

@@ -12,7 +12,7 @@ from outreach.campaigns import Outgoing
 from outreach.maildir import MaildirMailbox
 from store.schema import endusers, events, users
 from tests.helpers import ANN, JONAS, SENDER, SOFIA, engagement_of, send_campaign, sofias_reply
-from tracking.replies import sync_inbox
+from tracking.replies import SyncReport, sync_inbox
 
 
 def _deliver(folder: Path, text: str) -> None:
@@ -221,3 +221,9 @@ Sofia forwarded this to me: let's talk.
     )
     assert sync_inbox(engine, box, internal_domains=["us.example"]).recorded == {"reply": 1}
     assert engagement_of(engine, email.id).reply_rate == 100  # Sofia's email got the reply
+
+
+def test_a_sync_summary_lists_kinds_in_one_order_whatever_came_first() -> None:
+    report = SyncReport(seen=4, recorded={"bounce": 1, "auto_reply": 1, "reply": 2})
+    assert report.summary() == "4 messages read; recorded: 2 reply, 1 auto-reply, 1 bounce"
+    assert SyncReport(seen=2).summary() == "2 messages read; recorded: nothing new"
