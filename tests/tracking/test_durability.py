@@ -99,7 +99,12 @@ async def _load_until_stopped(
                 acknowledged.add(agent)
 
     async def killer() -> None:
+        # Stop it mid-load: after a random moment, once it has answered a good many hits (a
+        # busy machine gets there later), and in any case within 30 s.
         await asyncio.sleep(after)
+        deadline = time.monotonic() + 30
+        while len(acknowledged) <= 100 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         server.send_signal(stop)
 
     async with httpx.AsyncClient(timeout=5, limits=httpx.Limits(max_connections=32)) as client:
