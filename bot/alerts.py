@@ -59,7 +59,13 @@ def alerts_add(command: AlertsAdd, context: Context) -> Reply:
             rule = replace(rule, company_id=company_id)
         rule_id = add_subscription(connection, context.user.id, rule)
         [added] = [r for r in list_subscriptions(connection, context.user.id) if r.id == rule_id]
-    return Reply(f"Alert {in_words(added)}.", {"alert": rule_id})
+    text = f"Alert {in_words(added)}."
+    if command.channel == "desktop":
+        page = (
+            f"{context.tracking.base_url}/alerts?token={context.signer.feed_token(context.user.id)}"
+        )
+        text += f"\nOpen {page} and keep it open: alerts appear there as desktop notifications."
+    return Reply(text, {"alert": rule_id})
 
 
 def alerts_list(context: Context) -> Reply:

@@ -17,8 +17,14 @@ def email_channel(settings: Settings, engine: Engine) -> EmailChannel:
     return EmailChannel(lambda recipient: mailbox_of(recipient.user_id, recipient.email))
 
 
+def channel_names(settings: Settings) -> frozenset[str]:
+    """What `/beacon alerts add … via` takes on this server. Desktop alerts are read by the
+    user's open /alerts pages (notifier/desktop.py), not sent by the worker."""
+    return frozenset({"email", "desktop", *(["slack"] if settings.slack.bot_token else [])})
+
+
 def alert_channels(settings: Settings, engine: Engine) -> dict[str, Channel]:
-    """Email always; Slack when a bot token is configured."""
+    """The channels the worker sends through: email always, Slack when a bot token is set."""
     channels: dict[str, Channel] = {"email": email_channel(settings, engine)}
     if settings.slack.bot_token:
         client = WebClient(token=settings.slack.bot_token, base_url=settings.slack.api_url)

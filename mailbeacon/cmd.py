@@ -13,7 +13,7 @@ from bot.commands import CommandError, parse
 from bot.context import CommandFailed, Context
 from bot.handlers import execute
 from bot.users import find_user, sync_config_users
-from mailbeacon.channels import alert_channels
+from mailbeacon.channels import channel_names
 from mailbeacon.mailboxes import user_mailboxes
 from mailbeacon.settings import Settings
 from outreach.accounts import (
@@ -76,7 +76,7 @@ def run_cmd(
         admin_send_threshold=settings.outreach.admin_send_threshold,
         mailbox_for=lambda sender: mailbox_of(sender.id, sender.email),
         progress=lambda line: print(f"mailbeacon: {line}", file=sys.stderr, flush=True),
-        alert_channels=frozenset(alert_channels(settings, engine)),
+        alert_channels=channel_names(settings),
     )
     try:
         reply = execute(command, context, confirmed=yes)

@@ -19,6 +19,8 @@ from mailbeacon.jobs import start_jobs
 from mailbeacon.server import create_app
 from mailbeacon.settings import Settings
 
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
 
 def uvicorn_config(
     settings: Settings,
@@ -38,6 +40,9 @@ def uvicorn_config(
         access_log=False,  # hits are recorded as events; a log of IPs would leak them
         log_level=log_level,
         lifespan="on",
+        # An open /alerts page never ends its stream: at shutdown, requests get this long to
+        # finish, then the streams are cut (their pages reconnect to another server).
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
 

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from mailbeacon.jobs import start_jobs
 from mailbeacon.settings import Settings
+from notifier.desktop import desktop_routes
 from outreach.accounts import save_mailbox
 from outreach.oauth import NAMES, SERVICES, OAuthError, finish_sign_in, read_callback, redirect_uri
 from store.clock import Clock, utcnow
@@ -84,6 +85,7 @@ def create_app(
     app.router.routes.extend(
         [
             *endpoints.routes(),
+            *desktop_routes(engine, signer),
             Route("/healthz", healthz),
             Route("/oauth/{service}/callback", oauth_callback),
         ]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
-from notifier.alerts import Happening, describe
+from notifier.alerts import Alert, Happening, describe
 from notifier.channels import Channel, ChannelError, Recipient
 from notifier.quiet import quiet_until
 from notifier.rules import EventFacts, Rule, fires
@@ -111,10 +111,13 @@ class DeliveryReport:
 def deliver(
     engine: Engine, channels: Mapping[str, Channel], *, clock: Clock = utcnow, limit: int = 100
 ) -> DeliveryReport:
-    """Send the deliveries that are due, each outcome recorded as soon as it is known."""
+    """Send the deliveries that are due on these channels, each outcome recorded as soon as it
+    is known."""
     report = DeliveryReport()
+    # Desktop alerts are not sent from here: the user's open /alerts pages read them.
+    query = _DUE.where(deliveries.c.channel.in_(list(channels))).limit(limit)
     with engine.connect() as connection:
-        due = connection.execute(_DUE.limit(limit), {"now": clock()}).all()
+        due = connection.execute(query, {"now": clock()}).all()
     for row in due:
         until = quiet_until(clock(), row.user_timezone, row.quiet_hours)
         if until is not None:  # not an attempt: it waits for the end of the quiet
@@ -133,11 +136,9 @@ def _attempt(
     """Send one delivery: the row's new values."""
     values: dict[str, Any] = {"attempts": row.attempts + 1}
     try:
-        channel = channels.get(row.channel)
-        if channel is None:
-            raise ChannelError(f"the {row.channel} channel is not set up on this server")
+        channel = channels[row.channel]
         recipient = Recipient(row.user_id, row.user_email, row.user_name, row.slack_user_id)
-        channel.send(recipient, describe(_happening(row)), key=str(row.id))
+        channel.send(recipient, alert_of(row), key=str(row.id))
     except ChannelError as exc:
         values["last_error"] = str(exc)[:1000]
         if values["attempts"] >= MAX_ATTEMPTS:
@@ -166,20 +167,23 @@ def _as(cls: type[D], row: Any) -> D:
     return cls(**{field.name: getattr(row, field.name) for field in dataclasses.fields(cls)})
 
 
-def _happening(row: Any) -> Happening:
+def alert_of(row: Any) -> Alert:
+    """What the alert of a row of ALERT_ROWS says."""
     at: datetime = row.at
-    return Happening(
-        kind=row.kind,
-        at=at,
-        subject=row.subject,
-        # Outcomes belong to the first To recipient, an enduser or not.
-        enduser_email=row.enduser_email or next(iter(row.to_addrs), None),
-        enduser_name=row.enduser_name or None,
-        company=row.company_name,
-        campaign_id=row.campaign_id,
-        campaign_name=row.campaign_name or None,
-        url=row.url,
-        machine_reason=row.machine_reason,
+    return describe(
+        Happening(
+            kind=row.kind,
+            at=at,
+            subject=row.subject,
+            # Outcomes belong to the first To recipient, an enduser or not.
+            enduser_email=row.enduser_email or next(iter(row.to_addrs), None),
+            enduser_name=row.enduser_name or None,
+            company=row.company_name,
+            campaign_id=row.campaign_id,
+            campaign_name=row.campaign_name or None,
+            url=row.url,
+            machine_reason=row.machine_reason,
+        )
     )
 
 
@@ -218,10 +222,11 @@ _FACTS = (
     .order_by(events.c.id)
 )
 
-_DUE = (
+ALERT_ROWS = (  # a delivery with all an alert says: filter and order as needed
     select(
         deliveries.c.id,
         deliveries.c.channel,
+        deliveries.c.status,
         deliveries.c.attempts,
         users.c.id.label("user_id"),
         users.c.email.label("user_email"),
@@ -253,12 +258,12 @@ _DUE = (
             links, and_(links.c.email_id == events.c.email_id, links.c.idx == events.c.link_idx)
         )
     )
-    .where(
-        deliveries.c.status == "pending",
-        or_(
-            deliveries.c.next_attempt_at.is_(None),
-            deliveries.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
-        ),
-    )
     .order_by(deliveries.c.id)
+)
+_DUE = ALERT_ROWS.where(
+    deliveries.c.status == "pending",
+    or_(
+        deliveries.c.next_attempt_at.is_(None),
+        deliveries.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
+    ),
 )

@@ -27,6 +27,7 @@ class TokenKind(IntEnum):
     OPEN = 1
     CLICK = 2
     USER = 3  # marks an internal user's own browser (their opens are not the recipient's)
+    FEED = 4  # reads an internal user's desktop alerts (/alerts)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class TokenSigner:
 
     def user_token(self, user_id: int) -> str:
         return self.sign(Claims(TokenKind.USER, user_id))
+
+    def feed_token(self, user_id: int) -> str:
+        return self.sign(Claims(TokenKind.FEED, user_id))
 
     def verify(self, token: str, kind: TokenKind) -> Claims | None:
         """The claims of a genuine token of that kind, or None for anything else."""

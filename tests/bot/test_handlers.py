@@ -24,7 +24,7 @@ from store.schema import campaigns, emails, endusers, engagements, events, subsc
 from tracking.classify import Hit, Rules
 from tracking.recorder import Recorder
 from tracking.settings import TrackingSettings
-from tracking.tokens import TokenSigner
+from tracking.tokens import TokenKind, TokenSigner
 
 ROOT = Path(__file__).resolve().parents[2]
 WEST_ADMINS = 'company.region = "West Coast" and role = "admin"'
@@ -68,6 +68,7 @@ def run(
         TokenSigner(["k" * 32]),
         threshold,
         mailbox_for,
+        alert_channels=frozenset({"email", "desktop"}),
     )
     return execute(parse(text), context, confirmed=yes)
 
@@ -297,7 +298,7 @@ def test_alerts_are_added_listed_and_removed_in_words(store: Engine, tmp_path: P
     ("text", "who", "message"),
     [
         ("alerts add on open via slack", "boss@us.example", "cannot send alerts via slack yet"),
-        ("alerts add on open via desktop", "boss@us.example", "use `via email`"),
+        ("alerts add on open via slack", "boss@us.example", "use `via desktop` or `via email`"),
         ("alerts add on open template nope via email", "boss@us.example", "no template `nope`"),
         ("alerts add on open campaign 99 via email", "boss@us.example", "no campaign `99`"),
         (
@@ -341,3 +342,15 @@ def test_the_digest_is_turned_on_at_an_hour_off_and_sent_now(store: Engine, tmp_
     assert "You sent nothing that day." in now.text
     [digest] = sent(tmp_path)
     assert (digest["From"], digest["To"]) == ("member@us.example", "member@us.example")
+
+
+def test_an_alert_via_desktop_answers_with_the_page_to_keep_open(
+    store: Engine, tmp_path: Path
+) -> None:
+    reply = run(store, tmp_path, "alerts add on reply via desktop")
+    page = reply.text.splitlines()[1]
+    assert page.startswith("Open https://t.example/alerts?token=")
+    with store.connect() as connection:
+        boss = find_user(connection, "boss@us.example")
+    token = page.split("token=")[1].split()[0]
+    assert TokenSigner(["k" * 32]).verify(token, TokenKind.FEED).id == boss.id  # type: ignore[union-attr]

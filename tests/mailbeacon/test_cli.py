@@ -147,7 +147,9 @@ def test_alerts_via_slack_are_taken_once_slack_is_configured(
     monkeypatch.setenv("MAILBEACON__DATA_DIR", str(tmp_path))
     me = ["--as", "you@yourcompany.example"]
     assert main(["cmd", "alerts add on reply via slack", *me]) == 1
-    assert "cannot send alerts via slack yet: use `via email`" in capsys.readouterr().err
+    assert "cannot send alerts via slack yet: use `via desktop` or `via email`" in (
+        capsys.readouterr().err
+    )
     monkeypatch.setenv("MAILBEACON__SLACK__BOT_TOKEN", "xoxb-configured")
     assert main(["cmd", "alerts add on reply via slack", *me]) == 0
     assert capsys.readouterr().out.startswith("Alert #1: when someone replies to one of your")

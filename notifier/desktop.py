@@ -1,0 +1,161 @@
+"""Alerts on the desktop (DESIGN §6): `/alerts` is a page that shows them as the browser's
+desktop notifications, fed by `/alerts/stream`, a Server-Sent Events stream per user.
+
+The stream is the desktop channel's deliverer: every open page reads the user's desktop
+deliveries after the last one it showed, so each device shows every alert, and a page that
+reconnects (Last-Event-ID) gets what it missed. A delivery is marked delivered once a page has
+been sent it. Both URLs carry the user's feed token, never their email address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from sqlalchemy import Engine, func, select, update
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from notifier.alerts import Alert
+from notifier.dispatcher import ALERT_ROWS, NEWS, alert_of
+from store.clock import Clock, utcnow
+from store.schema import deliveries, subscriptions
+from tracking.tokens import TokenKind, TokenSigner
+
+POLL_SECONDS = 1.0
+KEEP_ALIVE_SECONDS = 15.0
+NOT_VALID = (
+    "This alerts link is not valid: ask mailbeacon for a new one "
+    "(`/beacon alerts add … via desktop`).\n"
+)
+
+
+def desktop_alerts(
+    engine: Engine, user_id: int, after: int, *, clock: Clock = utcnow
+) -> list[tuple[int, Alert]]:
+    """The user's desktop alerts after delivery `after`, oldest first (at most a day old); those
+    not delivered yet are marked delivered."""
+    now = clock()
+    with engine.begin() as connection:
+        rows = connection.execute(
+            ALERT_ROWS.where(
+                deliveries.c.channel == "desktop",
+                subscriptions.c.user_id == user_id,
+                deliveries.c.id > after,
+                deliveries.c.created_at >= now - NEWS,
+            ).limit(100)
+        ).all()
+        pending = [row.id for row in rows if row.status == "pending"]
+        if pending:
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(pending))
+                .values(status="delivered", delivered_at=now, attempts=deliveries.c.attempts + 1)
+            )
+    return [(row.id, alert_of(row)) for row in rows]
+
+
+def last_shown(engine: Engine, user_id: int) -> int:
+    """The newest of the user's desktop alerts a page has shown (0: none)."""
+    with engine.connect() as connection:
+        newest = connection.scalar(
+            select(func.max(deliveries.c.id))
+            .select_from(deliveries.join(subscriptions))
+            .where(
+                deliveries.c.channel == "desktop",
+                deliveries.c.status == "delivered",
+                subscriptions.c.user_id == user_id,
+            )
+        )
+    return int(newest or 0)
+
+
+def desktop_routes(engine: Engine, signer: TokenSigner) -> list[Route]:
+    async def page(request: Request) -> Response:
+        return HTMLResponse(
+            PAGE,
+            headers={
+                "Cache-Control": "no-store",
+                "Referrer-Policy": "no-referrer",
+                "Content-Security-Policy": (
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                    "connect-src 'self'"
+                ),
+            },
+        )
+
+    async def stream(request: Request) -> Response:
+        claims = signer.verify(request.query_params.get("token", ""), TokenKind.FEED)
+        if claims is None:
+            return PlainTextResponse(NOT_VALID, status_code=404)
+        last = request.headers.get("last-event-id", "")
+        after = (
+            int(last) if last.isdigit() else await asyncio.to_thread(last_shown, engine, claims.id)
+        )
+        return StreamingResponse(
+            _events(engine, claims.id, after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return [Route("/alerts", page), Route("/alerts/stream", stream)]
+
+
+async def _events(engine: Engine, user_id: int, after: int) -> AsyncIterator[str]:
+    yield "retry: 3000\n\n"
+    quiet = 0.0
+    while True:
+        alerts = await asyncio.to_thread(desktop_alerts, engine, user_id, after)
+        for delivery_id, alert in alerts:
+            after = delivery_id
+            data = json.dumps({"title": alert.title, "details": alert.details})
+            yield f"id: {delivery_id}\nevent: alert\ndata: {data}\n\n"
+        quiet = 0.0 if alerts else quiet + POLL_SECONDS
+        if quiet >= KEEP_ALIVE_SECONDS:  # through proxies that close idle connections
+            quiet = 0.0
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(POLL_SECONDS)
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<title>mailbeacon alerts</title>
+<style>
+  body { font: 15px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 40em; }
+  li { margin: .6em 0; } small { color: #555; }
+</style>
+<h1>mailbeacon alerts</h1>
+<p id="state">Connecting…</p>
+<p><button id="allow" hidden>Show them as desktop notifications</button></p>
+<ul id="alerts"></ul>
+<script>
+  const token = new URLSearchParams(location.search).get("token") || "";
+  const state = document.getElementById("state");
+  const allow = document.getElementById("allow");
+  const list = document.getElementById("alerts");
+  if ("Notification" in window && Notification.permission === "default") {
+    allow.hidden = false;
+    allow.onclick = () => Notification.requestPermission().then(() => { allow.hidden = true; });
+  }
+  const source = new EventSource("/alerts/stream?token=" + encodeURIComponent(token));
+  source.onopen = () => { state.textContent = "Keep this tab open: new alerts appear here."; };
+  source.onerror = () => { state.textContent = "Reconnecting…"; };
+  source.addEventListener("alert", (event) => {
+    const alert = JSON.parse(event.data);
+    const item = document.createElement("li");
+    const title = document.createElement("strong");
+    title.textContent = alert.title;
+    const details = document.createElement("small");
+    details.textContent = alert.details;
+    item.append(title, document.createElement("br"), details);
+    list.prepend(item);
+    if ("Notification" in window && Notification.permission === "granted") {
+      new Notification(alert.title, { body: alert.details, tag: event.lastEventId });
+    }
+  });
+</script>
+</html>
+"""
