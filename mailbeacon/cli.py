@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("demo", help="the whole loop offline in a temporary folder")
+
+    desktop = commands.add_parser("desktop", help="show your desktop alerts as notifications")
+    desktop.add_argument("link", help="your alerts link (…/alerts?token=…)")
+    desktop.add_argument("--exit-after", type=int, metavar="N", help="stop after N alerts")
     commands.add_parser("init", help="create the data folder, keys and database")
     commands.add_parser("status", help="where the data lives and what it holds")
 
@@ -71,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _desktop(link: str, exit_after: int | None) -> int:
+    from notifier.desktop_client import DesktopLinkError, follow, native_show
+
+    print("mailbeacon: showing your alerts as desktop notifications; Ctrl-C stops", flush=True)
+    try:
+        shown = asyncio.run(follow(link, native_show(), stop_after=exit_after))
+    except DesktopLinkError as exc:
+        print(f"mailbeacon: {exc}", file=sys.stderr)
+        return 1
+    print(f"mailbeacon: {shown} alerts shown", flush=True)
+    return 0
+
+
 def _config_path(given: Path | None) -> Path | None:
     if given is not None:
         return given
@@ -86,6 +104,8 @@ def safe_url(url: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "desktop":  # a client: no config, no database
+        return _desktop(args.link, args.exit_after)
     if args.command == "demo":  # its own temporary folder and settings: touches nothing here
         from mailbeacon.demo import run_demo
 
