@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from bot.commands import AlertsAdd, AlertsRemove, Digest
+from bot.commands import AlertsAdd, AlertsQuiet, AlertsRemove, Digest
 from bot.context import CommandFailed, Context, Reply, find_campaign, find_template
 from bot.permissions import check_campaign_access
 from notifier.channels import ChannelError, EmailChannel, Recipient
@@ -20,7 +20,7 @@ from notifier.subscriptions import (
     remove_subscription,
 )
 from store.clock import utcnow
-from store.schema import companies
+from store.schema import companies, users
 
 
 def alerts_add(command: AlertsAdd, context: Context) -> Reply:
@@ -117,4 +117,20 @@ def digest(command: Digest, context: Context) -> Reply:
         )
     return Reply(
         "Your daily digest is off: `/beacon digest on` turns it back on.", {"enabled": False}
+    )
+
+
+def alerts_quiet(command: AlertsQuiet, context: Context) -> Reply:
+    user = context.user
+    with context.engine.begin() as connection:
+        connection.execute(
+            update(users).where(users.c.id == user.id).values(quiet_hours=command.hours)
+        )
+    if command.hours is None:
+        return Reply("No quiet hours: alerts come whenever they happen.", {"quiet_hours": None})
+    until = command.hours.split("-")[1]
+    return Reply(
+        f"Quiet hours {command.hours} ({user.timezone} time): alerts that come then wait "
+        f"until {until}.",
+        {"quiet_hours": command.hours},
     )

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from notifier.quiet import is_quiet_range
+
 Mode = Literal["individual", "group"]
 
 
@@ -78,6 +80,11 @@ class AlertsRemove:
 
 
 @dataclass(frozen=True)
+class AlertsQuiet:
+    hours: str | None  # "22:00-07:00" in the user's time zone; None: never quiet
+
+
+@dataclass(frozen=True)
 class Digest:
     action: Literal["on", "off", "now"]
     at: str | None = None  # "HH:MM", the user's local time
@@ -93,6 +100,7 @@ Command = (
     | AlertsAdd
     | AlertsList
     | AlertsRemove
+    | AlertsQuiet
     | Digest
 )
 
@@ -111,7 +119,8 @@ USAGE = {
     "alerts": (
         "/beacon alerts add on open|click|reply|bounce [first only] [template <k>] "
         "[campaign <id>] [company <name>] [from everyone] [include machine] "
-        "via slack|email|desktop | alerts list | alerts remove <id>"
+        "via slack|email|desktop | alerts list | alerts remove <id> "
+        "| alerts quiet <22:00-07:00>|off"
     ),
     "digest": "/beacon digest on [at 09:00] | digest off | digest now",
 }
@@ -270,9 +279,20 @@ def _alerts(text: str, args: list[_Token]) -> Command:
         return AlertsList()
     if action == "remove" and len(args) == 2 and args[1].text.lstrip("#").isdigit():
         return AlertsRemove(int(args[1].text.lstrip("#")))
+    if action == "quiet" and len(args) == 2:
+        if args[1].word == "off":
+            return AlertsQuiet(None)
+        if is_quiet_range(args[1].text):
+            return AlertsQuiet(args[1].text)
+        raise CommandError(
+            f"`{args[1].text}` is not a range of times: say `alerts quiet 22:00-07:00` (your "
+            "own time zone) or `alerts quiet off`",
+            USAGE["alerts"],
+        )
     if action != "add":
         raise CommandError(
-            "say `alerts add …`, `alerts list` or `alerts remove <id>`", USAGE["alerts"]
+            "say `alerts add …`, `alerts list`, `alerts remove <id>` or `alerts quiet …`",
+            USAGE["alerts"],
         )
     words = args[1:]
     if len(words) < 2 or words[0].word != "on" or words[1].word not in ALERT_EVENTS:

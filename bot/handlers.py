@@ -10,11 +10,12 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from bot.alerts import alerts_add, alerts_list, alerts_remove, digest
+from bot.alerts import alerts_add, alerts_list, alerts_quiet, alerts_remove, digest
 from bot.commands import (
     USAGE,
     AlertsAdd,
     AlertsList,
+    AlertsQuiet,
     AlertsRemove,
     Campaigns,
     Command,
@@ -67,6 +68,8 @@ def execute(command: Command, context: Context, *, confirmed: bool = False) -> R
             return alerts_list(context)
         if isinstance(command, AlertsRemove):
             return alerts_remove(command, context)
+        if isinstance(command, AlertsQuiet):
+            return alerts_quiet(command, context)
         if isinstance(command, Digest):
             return digest(command, context)
     except AudienceError as exc:

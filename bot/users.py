@@ -23,15 +23,17 @@ class UserSettings:
 
 
 def sync_config_users(connection: Connection, configured: Sequence[UserSettings]) -> None:
-    """Users listed in config exist with the name, role, time zone and quiet hours given there."""
+    """Users listed in config exist with the name, role and time zone given there, and the
+    quiet hours when config gives them."""
     for user in configured:
         values = {
             "name": user.name,
             "role": user.role,
             "timezone": user.timezone,
-            "quiet_hours": user.quiet_hours or None,
             "slack_user_id": user.slack_user_id or None,
         }
+        if user.quiet_hours:  # else as the user set them (`/beacon alerts quiet`)
+            values["quiet_hours"] = user.quiet_hours
         email = user.email.strip().lower()
         changed = connection.execute(
             update(users).where(func.lower(users.c.email) == email).values(values)

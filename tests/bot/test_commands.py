@@ -6,6 +6,7 @@ from bot.commands import (
     USAGE,
     AlertsAdd,
     AlertsList,
+    AlertsQuiet,
     AlertsRemove,
     Campaigns,
     Command,
@@ -138,6 +139,8 @@ def test_nonopeners_mistakes(text: str, message: str) -> None:
         ("alerts list", AlertsList()),
         ("alerts remove 3", AlertsRemove(3)),
         ("alerts remove #3", AlertsRemove(3)),
+        ("alerts quiet 22:00-07:00", AlertsQuiet("22:00-07:00")),
+        ("alerts quiet OFF", AlertsQuiet(None)),
     ],
 )
 def test_alerts_parse(text: str, command: Command) -> None:
@@ -147,7 +150,8 @@ def test_alerts_parse(text: str, command: Command) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("alerts", "say `alerts add …`, `alerts list` or `alerts remove <id>`"),
+        ("alerts", "say `alerts add …`, `alerts list`, `alerts remove <id>` or `alerts quiet …`"),
+        ("alerts quiet 10pm-7am", "`10pm-7am` is not a range of times: say `alerts quiet 22:00"),
         ("alerts remove three", "say `alerts add …`"),
         ("alerts add on view via email", "say which event: `on open|click|reply|bounce`"),
         ("alerts add open via email", "say which event"),

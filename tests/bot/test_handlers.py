@@ -354,3 +354,16 @@ def test_an_alert_via_desktop_answers_with_the_page_to_keep_open(
         boss = find_user(connection, "boss@us.example")
     token = page.split("token=")[1].split()[0]
     assert TokenSigner(["k" * 32]).verify(token, TokenKind.FEED).id == boss.id  # type: ignore[union-attr]
+
+
+def test_quiet_hours_are_set_and_cleared_by_the_user(store: Engine, tmp_path: Path) -> None:
+    member = "member@us.example"
+    reply = run(store, tmp_path, "alerts quiet 22:00-07:00", member)
+    assert reply.text == (
+        "Quiet hours 22:00-07:00 (UTC time): alerts that come then wait until 07:00."
+    )
+    with store.connect() as connection:
+        assert find_user(connection, member).quiet_hours == "22:00-07:00"
+    assert run(store, tmp_path, "alerts quiet off", member).data == {"quiet_hours": None}
+    with store.connect() as connection:
+        assert find_user(connection, member).quiet_hours is None

@@ -20,10 +20,11 @@ def test_config_users_are_created_and_follow_later_changes(engine: Engine) -> No
     with engine.begin() as connection:
         sync_config_users(connection, [UserSettings("maria@us.example", "Maria K.")])
         row = find_user(connection, "MARIA@us.example")
+    # Config without quiet hours leaves those the user set (`/beacon alerts quiet`).
     assert (row.email, row.name, row.role, row.timezone, row.quiet_hours) == (
         "maria@us.example",
         "Maria K.",
         "member",
         "UTC",
-        None,
+        "22:00-07:00",
     )
