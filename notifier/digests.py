@@ -21,7 +21,6 @@ from store.schema import campaigns, digests, emails, endusers, engagements, even
 
 log = logging.getLogger(__name__)
 
-DEFAULT_AT = "09:00"
 # "Not opened yet" looks at the emails of the last week.
 NOT_OPENED_WINDOW = timedelta(days=7)
 LISTED = 10  # names listed per section; the rest are counted

@@ -103,20 +103,7 @@ def test_the_server_sends_alerts_on_its_own(engine: Engine, db_url: str, tmp_pat
         tmp_path, DATABASE__URL=db_url, SERVER__PORT=str(port), NOTIFIER__DISPATCH_SECONDS="0.2"
     )
     folder = Path(settings.outreach.maildir)
-    with engine.begin() as connection:
-        maria = connection.execute(
-            users.insert().values(email="maria@us.example").returning(users.c.id)
-        ).scalar_one()
-        add_subscription(connection, maria, NewRule("open", "email"))
-        campaign = plan_campaign(
-            connection,
-            replace(PLAN, sender_user_id=maria),
-            [Outgoing(["ann@c.example"], "Renewal", "<p>x</p>", "x", None)],
-            SIGNER,
-            TRACKING,
-        )
-    run_campaign(engine, campaign, MaildirMailbox(folder, "maria@us.example"), owner="test")
-    _opened_a_minute_ago(engine)
+    _ann_opened_marias_email(engine, folder, NewRule("open", "email"))
 
     config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
     with running_in_thread(config):
@@ -128,8 +115,25 @@ def test_the_server_sends_alerts_on_its_own(engine: Engine, db_url: str, tmp_pat
     assert str(make_header(decode_header(alert["Subject"]))) == "ann@c.example opened “Renewal”"
 
 
-def _opened_a_minute_ago(engine: Engine) -> None:
-    """Ann opened the one email a minute ago, an hour after it was sent."""
+def _ann_opened_marias_email(
+    engine: Engine, folder: Path, rule: NewRule, slack_id: str | None = None
+) -> None:
+    """Maria, who has `rule`, sent Ann an email an hour ago; Ann opened it a minute ago."""
+    with engine.begin() as connection:
+        maria = connection.execute(
+            users.insert()
+            .values(email="maria@us.example", slack_user_id=slack_id)
+            .returning(users.c.id)
+        ).scalar_one()
+        add_subscription(connection, maria, rule)
+        campaign = plan_campaign(
+            connection,
+            replace(PLAN, sender_user_id=maria),
+            [Outgoing(["ann@c.example"], "Renewal", "<p>x</p>", "x", None)],
+            SIGNER,
+            TRACKING,
+        )
+    run_campaign(engine, campaign, MaildirMailbox(folder, "maria@us.example"), owner="test")
     opened = utcnow() - timedelta(minutes=1)
     with engine.begin() as connection:
         email_id = connection.execute(
@@ -184,23 +188,8 @@ def test_with_a_slack_token_alerts_also_go_as_direct_messages(
             SLACK__BOT_TOKEN=BOT_TOKEN,
             SLACK__API_URL=slack.url,
         )
-        with engine.begin() as connection:
-            maria = connection.execute(
-                users.insert()
-                .values(email="maria@us.example", slack_user_id="U0MARIA")
-                .returning(users.c.id)
-            ).scalar_one()
-            add_subscription(connection, maria, NewRule("open", "slack"))
-            campaign = plan_campaign(
-                connection,
-                replace(PLAN, sender_user_id=maria),
-                [Outgoing(["ann@c.example"], "Renewal", "<p>x</p>", "x", None)],
-                SIGNER,
-                TRACKING,
-            )
         folder = Path(settings.outreach.maildir)
-        run_campaign(engine, campaign, MaildirMailbox(folder, "maria@us.example"), owner="test")
-        _opened_a_minute_ago(engine)
+        _ann_opened_marias_email(engine, folder, NewRule("open", "slack"), slack_id="U0MARIA")
         config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
         with running_in_thread(config):
             deadline = time.monotonic() + 15
