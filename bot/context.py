@@ -36,7 +36,8 @@ class Context:
     admin_send_threshold: int
     mailbox_for: Callable[[Any], Mailbox]  # a user's own mailbox
     progress: Callable[[str], None] = lambda line: None  # long work says how far it got
-    alert_channels: frozenset[str] = frozenset({"email"})  # the channels this server delivers
+    # What `alerts add … via` takes here: mailbeacon.channels.channel_names(settings).
+    alert_channels: frozenset[str] = frozenset()
 
 
 def find_template(connection: Connection, key: str) -> StoredTemplate:

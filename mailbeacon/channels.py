@@ -11,12 +11,6 @@ from notifier.channels import Channel, EmailChannel
 from notifier.slack import SlackChannel
 
 
-def email_channel(settings: Settings, engine: Engine) -> EmailChannel:
-    """From each user's own mailbox to themselves."""
-    mailbox_of = user_mailboxes(settings, engine)
-    return EmailChannel(lambda recipient: mailbox_of(recipient.user_id, recipient.email))
-
-
 def channel_names(settings: Settings) -> frozenset[str]:
     """What `/beacon alerts add … via` takes on this server. Desktop alerts are read by the
     user's open /alerts pages (notifier/desktop.py), not sent by the worker."""
@@ -24,8 +18,11 @@ def channel_names(settings: Settings) -> frozenset[str]:
 
 
 def alert_channels(settings: Settings, engine: Engine) -> dict[str, Channel]:
-    """The channels the worker sends through: email always, Slack when a bot token is set."""
-    channels: dict[str, Channel] = {"email": email_channel(settings, engine)}
+    """The channels the worker sends through: email always (from each user's own mailbox to
+    themselves), Slack when a bot token is set."""
+    mailbox_of = user_mailboxes(settings, engine)
+    email = EmailChannel(lambda recipient: mailbox_of(recipient.user_id, recipient.email))
+    channels: dict[str, Channel] = {"email": email}
     if settings.slack.bot_token:
         client = WebClient(token=settings.slack.bot_token, base_url=settings.slack.api_url)
         channels["slack"] = SlackChannel(client)

@@ -24,6 +24,7 @@ from bot.commands import parse
 from bot.context import Context
 from bot.handlers import execute
 from bot.users import UserSettings, find_user, sync_config_users
+from mailbeacon.channels import channel_names
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from mailbeacon.settings import Settings, load_settings, with_generated_keys
 from notifier.channels import EmailChannel
@@ -138,6 +139,7 @@ def _context(engine: Engine, settings: Settings) -> Context:
         signer=TokenSigner(settings.tracking.signing_keys),
         admin_send_threshold=settings.outreach.admin_send_threshold,
         mailbox_for=lambda user: MaildirMailbox(Path(settings.outreach.maildir), user.email),
+        alert_channels=channel_names(settings),
     )
 
 

@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -16,8 +16,9 @@ from typing import cast
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, select, update
 
-from mailbeacon.channels import alert_channels, email_channel
+from mailbeacon.channels import alert_channels
 from mailbeacon.settings import Settings
+from notifier.channels import Channel
 from notifier.digests import send_due_digests
 from notifier.dispatcher import DeliveryReport, deliver, dispatch
 from outreach.accounts import credential_keeper, open_mailbox
@@ -86,14 +87,10 @@ def sync_replies(settings: Settings, engine: Engine) -> list[str]:
 DIGEST_CHECK_SECONDS = 60.0
 
 
-def send_alerts(settings: Settings, engine: Engine) -> DeliveryReport:
+def send_alerts(engine: Engine, channels: Mapping[str, Channel]) -> DeliveryReport:
     """New events into alerts, then every alert that is due out: one round."""
     dispatch(engine)
-    return deliver(engine, alert_channels(settings, engine))
-
-
-def send_digests(settings: Settings, engine: Engine) -> int:
-    return send_due_digests(engine, email_channel(settings, engine))
+    return deliver(engine, channels)
 
 
 WORKER_LEASE = "worker"
@@ -147,10 +144,13 @@ def start_jobs(settings: Settings, engine: Engine) -> Jobs | None:
     digests every minute (when alerts are on), each one round at a time, starting now, and only
     while this process is the active worker."""
     alerts_on = settings.notifier.dispatch_seconds > 0
+    # Built once: the Slack channel remembers the members it looked up.
+    channels = alert_channels(settings, engine)
+    email = channels["email"]
     rounds: list[tuple[Callable[[], object], float]] = [
         (lambda: _log_sync(sync_replies(settings, engine)), settings.tracking.reply_sync_seconds),
-        (lambda: _log_alerts(send_alerts(settings, engine)), settings.notifier.dispatch_seconds),
-        (lambda: send_digests(settings, engine), DIGEST_CHECK_SECONDS if alerts_on else 0),
+        (lambda: _log_alerts(send_alerts(engine, channels)), settings.notifier.dispatch_seconds),
+        (lambda: send_due_digests(engine, email), DIGEST_CHECK_SECONDS if alerts_on else 0),
     ]
     rounds = [(work, seconds) for work, seconds in rounds if seconds > 0]
     if not rounds:

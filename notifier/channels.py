@@ -1,5 +1,6 @@
-"""Where alerts go. A channel is one small class with `send`; the built-in ones are registered
-the same way a new one would be."""
+"""Where alerts go. A channel is one small class with `send` (the Channel protocol); the
+composition root (mailbeacon/channels.py) names the ones this server has, and a new one is
+one more entry there."""
 
 from __future__ import annotations
 

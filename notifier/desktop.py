@@ -38,7 +38,9 @@ def desktop_alerts(
     """The user's desktop alerts after delivery `after`, oldest first (at most a day old); those
     not delivered yet are marked delivered."""
     now = clock()
-    with engine.begin() as connection:
+    # Every open page asks every second: a short read, and a write only when there is
+    # something to mark.
+    with engine.connect() as connection:
         rows = connection.execute(
             ALERT_ROWS.where(
                 deliveries.c.channel == "desktop",
@@ -47,11 +49,12 @@ def desktop_alerts(
                 deliveries.c.created_at >= now - NEWS,
             ).limit(100)
         ).all()
-        pending = [row.id for row in rows if row.status == "pending"]
-        if pending:
+    pending = [row.id for row in rows if row.status == "pending"]
+    if pending:
+        with engine.begin() as connection:
             connection.execute(
                 update(deliveries)
-                .where(deliveries.c.id.in_(pending))
+                .where(deliveries.c.id.in_(pending), deliveries.c.status == "pending")
                 .values(status="delivered", delivered_at=now, attempts=deliveries.c.attempts + 1)
             )
     return [(row.id, alert_of(row)) for row in rows]

@@ -1,9 +1,13 @@
 """What several test files share: a campaign's sender and settings, planning and sending one
-(to numbered endusers, or to Sofia), reading back what it left, and an Outlook token source."""
+(to numbered endusers, or to Sofia), reading back what it left (rows, and the mail a Maildir
+mailbox sent), and an Outlook token source."""
 
 from __future__ import annotations
 
+import mailbox
 from dataclasses import replace
+from email.header import decode_header, make_header
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -92,3 +96,15 @@ def graph_tokens(
         authority_host=AUTHORITY_HOST,
         http_client=identity.http_client(),
     )
+
+
+def sent_mail(folder: Path) -> list[mailbox.MaildirMessage]:
+    """What a Maildir mailbox at `folder` has sent (its .Sent folder), in no particular order."""
+    if not (folder / ".Sent").exists():
+        return []
+    return list(mailbox.Maildir(folder).get_folder("Sent"))
+
+
+def subject(message: mailbox.MaildirMessage) -> str:
+    """The Subject as a reader sees it (encoded words decoded)."""
+    return str(make_header(decode_header(str(message["Subject"]))))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import mailbox
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from outreach.maildir import MaildirMailbox
 from outreach.templates import sync_templates
 from store.clock import utcnow
 from store.schema import campaigns, emails, endusers, engagements, events, subscriptions
+from tests.helpers import sent_mail
 from tracking.classify import Hit, Rules
 from tracking.recorder import Recorder
 from tracking.settings import TrackingSettings
@@ -74,10 +74,7 @@ def run(
 
 
 def sent(tmp_path: Path) -> list[Any]:
-    root = tmp_path / "Maildir"
-    if not root.exists():
-        return []
-    return list(mailbox.Maildir(root).get_folder("Sent"))
+    return list(sent_mail(tmp_path / "Maildir"))
 
 
 def test_help_and_templates(store: Engine, tmp_path: Path) -> None:

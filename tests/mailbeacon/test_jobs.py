@@ -10,9 +10,7 @@ import sys
 import time
 from dataclasses import replace
 from datetime import timedelta
-from email.header import decode_header, make_header
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine, select, update
 
@@ -28,7 +26,7 @@ from store.crypto import CredentialCipher
 from store.schema import digests, emails, engagements, leases, mailboxes, users
 from tests.conftest import settings_for
 from tests.fakes.slack import BOT_TOKEN, FakeSlack
-from tests.helpers import PLAN, SENDER, SIGNER, TRACKING
+from tests.helpers import PLAN, SENDER, SIGNER, TRACKING, sent_mail, subject
 from tracking.classify import Hit, Rules
 from tracking.record import EmailCache, PendingHit, write_hits
 
@@ -108,11 +106,11 @@ def test_the_server_sends_alerts_on_its_own(engine: Engine, db_url: str, tmp_pat
     config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
     with running_in_thread(config):
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and len(_sent(folder)) < 2:
+        while time.monotonic() < deadline and len(sent_mail(folder)) < 2:
             time.sleep(0.1)
-    [alert] = [m for m in _sent(folder) if str(m["To"]) == "maria@us.example"]
+    [alert] = [m for m in sent_mail(folder) if str(m["To"]) == "maria@us.example"]
     assert str(alert["From"]) == "maria@us.example"
-    assert str(make_header(decode_header(alert["Subject"]))) == "ann@c.example opened “Renewal”"
+    assert subject(alert) == "ann@c.example opened “Renewal”"
 
 
 def _ann_opened_marias_email(
@@ -144,12 +142,6 @@ def _ann_opened_marias_email(
         write_hits(connection, pending, Rules(), EmailCache(), tracking_enabled=True)
 
 
-def _sent(folder: Path) -> list[Any]:
-    if not (folder / ".Sent").exists():
-        return []
-    return list(mailbox.Maildir(folder).get_folder("Sent"))
-
-
 def test_the_server_sends_the_daily_digest_on_its_own(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
@@ -166,9 +158,9 @@ def test_the_server_sends_the_daily_digest_on_its_own(
     config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
     with running_in_thread(config):
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not _sent(folder):
+        while time.monotonic() < deadline and not sent_mail(folder):
             time.sleep(0.1)
-    [digest] = _sent(folder)
+    [digest] = sent_mail(folder)
     assert str(digest["To"]) == "maria@us.example"
     assert str(digest["Subject"]).startswith("Your mailbeacon digest for ")
     with engine.connect() as connection:
@@ -232,7 +224,7 @@ def test_serve_role_worker_runs_the_jobs_and_hands_on_the_lease(
     )
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _sent(folder):
+        while time.monotonic() < deadline and not sent_mail(folder):
             time.sleep(0.1)
         with engine.connect() as connection:
             assert connection.scalar(select(leases.c.name)) == "worker"
@@ -241,7 +233,7 @@ def test_serve_role_worker_runs_the_jobs_and_hands_on_the_lease(
         out, _ = worker.communicate(timeout=30)
     assert worker.returncode == 0
     assert "started, active" in out and "worker stopped" in out
-    [digest] = _sent(folder)
+    [digest] = sent_mail(folder)
     assert str(digest["To"]) == "maria@us.example"
     with engine.connect() as connection:
         assert connection.execute(select(leases)).first() is None  # released on the way out

@@ -55,8 +55,6 @@ def test_alerts_show_up_as_desktop_notifications(desk: Desk) -> None:
         ["dbus-run-session", "--", *daemon], capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 0, run.stderr
-    shown = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert shown == [
-        {"app": "mailbeacon", "summary": "ann@c.example opened “Renewal”", "body": shown[0]["body"]}
-    ]
-    assert "ann@c.example" in shown[0]["body"]
+    [shown] = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert (shown["app"], shown["summary"]) == ("mailbeacon", "ann@c.example opened “Renewal”")
+    assert shown["body"].startswith("ann@c.example · ")

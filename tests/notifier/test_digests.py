@@ -3,9 +3,7 @@ per day, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import mailbox
 from datetime import UTC, date, datetime
-from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from notifier.digests import (
 from outreach.campaigns import Outgoing
 from outreach.maildir import MaildirMailbox
 from store.schema import digests, emails, endusers, users
-from tests.helpers import send_campaign
+from tests.helpers import send_campaign, sent_mail, subject
 from tracking.classify import Hit, Rules
 from tracking.record import EmailCache, PendingHit, write_hits
 
@@ -109,11 +107,8 @@ def test_a_long_list_of_people_is_cut_short() -> None:
 
 
 def _subjects(folder: Path) -> list[str]:
-    sent = mailbox.Maildir(folder).get_folder("Sent")
     return [
-        str(make_header(decode_header(str(m["Subject"]))))
-        for m in sent
-        if str(m["Message-ID"]).startswith("<alert.digest.")
+        subject(m) for m in sent_mail(folder) if str(m["Message-ID"]).startswith("<alert.digest.")
     ]
 
 

@@ -4,10 +4,8 @@ cursor, retries with backoff, and no alert sent twice."""
 from __future__ import annotations
 
 import functools
-import mailbox
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from outreach.oauth import OAuthSettings
 from outreach.smtp import SmtpMailbox, SmtpSettings
 from store.crypto import CredentialCipher
 from store.schema import companies, deliveries, endusers, subscriptions, templates, users
-from tests.helpers import send_campaign
+from tests.helpers import send_campaign, sent_mail, subject
 from tracking.classify import Hit, Rules
 from tracking.record import EmailCache, PendingHit, write_hits
 
@@ -96,10 +94,9 @@ def _hit(world: World, at: datetime, kind: str = "open", agent: str = PERSON) ->
 
 def _alerts(folder: Path) -> list[tuple[str, str]]:
     """(To, Subject) of every alert sent, in no particular order."""
-    sent = mailbox.Maildir(folder).get_folder("Sent")
     return sorted(
-        (str(m["To"]), str(make_header(decode_header(m["Subject"]))))
-        for m in sent
+        (str(m["To"]), subject(m))
+        for m in sent_mail(folder)
         if str(m["Message-ID"]).startswith("<alert.")
     )
 
