@@ -359,3 +359,31 @@ leases = Table(
     Column("owner", String(64), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
 )
+
+# Durable jobs (DESIGN §1, §7): slow work a command starts, run by the active worker. A job
+# whose process died while running it is claimed again once its heartbeat is stale.
+JOB_STATUSES = ("queued", "running", "done", "failed")
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("arguments", JSON, nullable=False),
+    Column("owner_user_id", ForeignKey("users.id", ondelete="CASCADE"), index=True),
+    Column("status", String(16), nullable=False, server_default="queued"),
+    Column("progress_done", Integer, nullable=False, server_default="0"),
+    Column("progress_total", Integer),
+    Column("progress_note", Text),  # "paused: daily limit" and the like
+    Column("result", JSON),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("claimed_by", String(64)),
+    Column("heartbeat_at", UTCDateTime()),
+    Column("run_after", UTCDateTime()),  # not before then (a paused send-out waits)
+    _created(),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="status"),
+    Index(None, "status", "run_after"),
+)
