@@ -16,6 +16,7 @@ import mailbox
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -26,17 +27,15 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.commands import parse  # noqa: E402
-from bot.context import Context  # noqa: E402
-from bot.handlers import execute  # noqa: E402
+from bot.jobs import get_job, run_due  # noqa: E402
+from bot.registry import run_text  # noqa: E402
 from bot.users import UserSettings, find_user, sync_config_users  # noqa: E402
+from mailbeacon.context import command_context, job_contexts  # noqa: E402
 from mailbeacon.settings import load_settings, with_generated_keys  # noqa: E402
-from outreach.maildir import MaildirMailbox  # noqa: E402
 from outreach.templates import load_template, sync_templates  # noqa: E402
 from store.engine import make_engine  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.schema import companies, endusers  # noqa: E402
-from tracking.tokens import TokenSigner  # noqa: E402
 
 SENDER = "bench@us.example"
 
@@ -87,24 +86,23 @@ def _mailbeacon(folder: Path, count: int, template: str) -> float:
         )
         sync_config_users(connection, [UserSettings(SENDER, "Bench", role="admin")])
         user = find_user(connection, SENDER)
+    assert user is not None
     sync_templates(engine, ROOT / "examples" / "templates")
-    context = Context(
-        engine=engine,
-        user=user,
-        tracking=settings.tracking,
-        signer=TokenSigner(settings.tracking.signing_keys),
-        admin_send_threshold=count,
-        mailbox_for=lambda sender: MaildirMailbox(folder / "mailbeacon-maildir", sender.email),
-    )
-    command = parse(f'send {template} to company.region = "EMEA"')
+    settings = replace(settings, outreach=replace(settings.outreach, admin_send_threshold=count))
+    context = command_context(settings, engine, user)
     started = time.perf_counter()
-    reply = execute(command, context, confirmed=True)
+    # The command plans the send-out and answers; its job, run here, sends it.
+    reply = run_text(f'send {template} to company.region = "EMEA"', context, confirmed=True)
+    assert reply.job is not None
+    run_due(engine, "bench", job_contexts(settings, engine), only=reply.job)
     elapsed = time.perf_counter() - started
-    print(f"mailbeacon: {reply.text}")
+    with engine.connect() as connection:
+        print(f"mailbeacon: {get_job(connection, reply.job).result['text']}")
     with engine.connect() as connection:
         assert len(connection.execute(select(endusers.c.id)).all()) == count
     assert (
-        sum(1 for _ in mailbox.Maildir(folder / "mailbeacon-maildir").get_folder("Sent")) == count
+        sum(1 for _ in mailbox.Maildir(folder / "mailbeacon" / "Maildir").get_folder("Sent"))
+        == count
     )
     engine.dispose()
     return elapsed

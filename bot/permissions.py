@@ -1,37 +1,28 @@
-"""Who may do what: one guard, consulted before a command runs. Pure."""
+"""Who may do what. Commands name their rule in the registry (`permission=`), and the registry
+checks it before the handler runs; another user's campaign is refused by the lookup itself
+(bot.context.find_campaign). Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from bot.commands import AlertsAdd, Campaigns, Command
+from bot.context import CommandFailed
+from bot.users import User
 
 
-class Forbidden(Exception):
-    """The user may not do this; the message says who may."""
+def admin_when(asks: Callable[[Any], bool], refusal: str) -> Callable[[Any, User], str | None]:
+    """A permission: a command that `asks` for this needs an admin; `refusal` says so."""
+
+    def permission(command: Any, user: User) -> str | None:
+        return refusal if asks(command) and not user.is_admin else None
+
+    return permission
 
 
-def check_command(command: Command, user: Any) -> None:
-    if isinstance(command, Campaigns) and command.scope == "all" and user.role != "admin":
-        raise Forbidden("only an admin may list everyone's campaigns: try `/beacon campaigns`")
-    if isinstance(command, AlertsAdd) and command.everyone and user.role != "admin":
-        raise Forbidden(
-            "only an admin may hear about everyone's emails: leave out `from everyone` to hear "
-            "about your own"
-        )
-
-
-def check_send_size(user: Any, recipients: int, threshold: int) -> None:
-    if recipients > threshold and user.role != "admin":
-        raise Forbidden(
+def check_send_size(user: User, recipients: int, threshold: int) -> None:
+    if recipients > threshold and not user.is_admin:
+        raise CommandFailed(
             f"sending to {recipients} endusers needs an admin (members may send to at most "
             f"{threshold}): narrow the audience or ask an admin"
-        )
-
-
-def check_campaign_access(user: Any, campaign_owner_id: int | None) -> None:
-    if campaign_owner_id != user.id and user.role != "admin":
-        raise Forbidden(
-            "that campaign was sent by someone else: only an admin may look into other "
-            "people's campaigns (`/beacon campaigns` lists yours)"
         )

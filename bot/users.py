@@ -42,6 +42,39 @@ def sync_config_users(connection: Connection, configured: Sequence[UserSettings]
             connection.execute(users.insert().values(email=email, **values))
 
 
-def find_user(connection: Connection, email: str) -> Any:
+@dataclass(frozen=True)
+class User:
+    """An internal user, as commands see who is asking."""
+
+    id: int
+    email: str
+    name: str
+    role: str  # member | admin
+    timezone: str
+    quiet_hours: str | None
+    slack_user_id: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email
+
+
+def _user(row: Any) -> User:
+    return User(
+        row.id, row.email, row.name, row.role, row.timezone, row.quiet_hours, row.slack_user_id
+    )
+
+
+def find_user(connection: Connection, email: str) -> User | None:
     query = select(users).where(func.lower(users.c.email) == email.strip().lower())
-    return connection.execute(query).first()
+    row = connection.execute(query).first()
+    return None if row is None else _user(row)
+
+
+def user_by_id(connection: Connection, user_id: int) -> User | None:
+    row = connection.execute(select(users).where(users.c.id == user_id)).first()
+    return None if row is None else _user(row)

@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--as", dest="who", required=True, metavar="EMAIL", help="an internal user")
     cmd.add_argument("--yes", action="store_true", help="confirm (a send goes out)")
     cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    cmd.add_argument(
+        "--no-wait", action="store_true", help="return at once when the command starts a job"
+    )
 
     connect = commands.add_parser("connect", help="connect a user's Gmail or Outlook mailbox")
     connect.add_argument("provider", choices=["gmail", "outlook"])
@@ -159,7 +162,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from mailbeacon.cmd import run_cmd
 
         upgrade(engine)
-        return run_cmd(settings, engine, args.text, args.who, args.yes, args.json)
+        return run_cmd(
+            settings,
+            engine,
+            args.text,
+            args.who,
+            yes=args.yes,
+            as_json=args.json,
+            wait=not args.no_wait,
+        )
     if args.command == "connect":
         from mailbeacon.cmd import connect_link
 

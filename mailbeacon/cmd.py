@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
-from bot.commands import CommandError, parse
-from bot.context import CommandFailed, Context
-from bot.handlers import execute
-from bot.users import find_user, sync_config_users
-from mailbeacon.channels import channel_names
-from mailbeacon.mailboxes import user_mailboxes
+from bot.context import CommandFailed
+from bot.jobs import get_job, run_due
+from bot.registry import run_text
+from bot.users import User, find_user, sync_config_users
+from mailbeacon.context import command_context, job_contexts
+from mailbeacon.progress import ProgressDisplay
 from mailbeacon.settings import Settings
+from mailbeacon.worker import RENEW_SECONDS, Worker
 from outreach.accounts import (
     reencrypt_mailboxes,
     set_default_mailbox,
@@ -24,7 +28,6 @@ from outreach.oauth import OAuthError, check_configured, make_state, redirect_ur
 from outreach.templates import sync_templates
 from store.clock import utcnow
 from store.crypto import CredentialCipher
-from tracking.tokens import TokenSigner
 
 
 def prepare(settings: Settings, engine: Engine) -> None:
@@ -49,54 +52,132 @@ def prepare(settings: Settings, engine: Engine) -> None:
 NOT_A_USER = "{who} is not an internal user: add it under `users:` in the config file"
 
 
-def _user(settings: Settings, engine: Engine, who: str) -> Any:
+def _user(settings: Settings, engine: Engine, who: str) -> User | None:
     prepare(settings, engine)
     with engine.connect() as connection:
         return find_user(connection, who)
 
 
 def run_cmd(
-    settings: Settings, engine: Engine, text: str, who: str, yes: bool, as_json: bool
+    settings: Settings,
+    engine: Engine,
+    text: str,
+    who: str,
+    *,
+    yes: bool = False,
+    as_json: bool = False,
+    wait: bool = True,
 ) -> int:
+    """Run `text` as `who`; a job it starts is waited for (and run here when no worker is
+    running), unless `wait` is False."""
     user = _user(settings, engine, who)
     if user is None:
         return _fail(NOT_A_USER.format(who=who), as_json)
     try:
-        command = parse(text)
-    except CommandError as exc:
-        return _fail(str(exc), as_json)
-
-    mailbox_of = user_mailboxes(settings, engine)
-
-    context = Context(
-        engine=engine,
-        user=user,
-        tracking=settings.tracking,
-        signer=TokenSigner(settings.tracking.signing_keys),
-        admin_send_threshold=settings.outreach.admin_send_threshold,
-        mailbox_for=lambda sender: mailbox_of(sender.id, sender.email),
-        progress=lambda line: print(f"mailbeacon: {line}", file=sys.stderr, flush=True),
-        alert_channels=channel_names(settings),
-    )
-    try:
-        reply = execute(command, context, confirmed=yes)
+        reply = run_text(text, command_context(settings, engine, user), confirmed=yes)
     except CommandFailed as exc:
         return _fail(str(exc), as_json)
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "ok": True,
-                    "text": reply.text,
-                    "data": reply.data,
-                    "needs_confirmation": reply.needs_confirmation,
-                },
-                default=str,
+    outcome: dict[str, Any] = {
+        "ok": True,
+        "text": reply.text,
+        "data": reply.data,
+        "needs_confirmation": reply.needs_confirmation,
+    }
+    if not as_json:
+        print(reply.text, flush=True)
+    if reply.job is not None:
+        if wait:
+            display = ProgressDisplay(sys.stderr)
+            try:
+                row = wait_for_job(settings, engine, reply.job, display)
+            finally:
+                display.close()
+        else:
+            with engine.connect() as connection:
+                row = get_job(connection, reply.job)
+        outcome["job"] = job_outcome(row)
+        outcome["ok"] = row.status != "failed"
+        if not as_json:
+            print(
+                _job_text(row, waited=wait),
+                file=sys.stderr if row.status == "failed" else sys.stdout,
             )
+    if as_json:
+        print(json.dumps(outcome, default=str))
+    return 0 if outcome["ok"] else 1
+
+
+def job_outcome(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "status": row.status,
+        "done": row.progress_done,
+        "total": row.progress_total,
+        "note": row.progress_note,
+        "result": row.result,
+        "error": row.error,
+    }
+
+
+def _job_text(row: Any, *, waited: bool) -> str:
+    if row.status == "done":
+        return str((row.result or {}).get("text", f"Job #{row.id} is done."))
+    if row.status == "failed":
+        return f"mailbeacon: job #{row.id} failed: {row.error}"
+    if not waited:
+        return f"Job #{row.id} is {row.status}: `/beacon jobs` shows how far it got."
+    when = f" until {row.run_after:%H:%M} UTC" if row.run_after is not None else ""
+    return (
+        f"Job #{row.id} waits{when} ({row.progress_note or row.status}): a running "
+        "`mailbeacon serve` goes on with it then."
+    )
+
+
+POLL_SECONDS = 0.2
+
+
+def wait_for_job(
+    settings: Settings, engine: Engine, job_id: int, show: Callable[[Any], None]
+) -> Any:
+    """Follow a job until it ends or waits for later. When no worker is running, this process
+    takes the worker lease and runs the job itself (only that one), then hands the lease on."""
+    worker = Worker(engine)
+    runner: threading.Thread | None = None
+    if worker.renew():
+        runner = threading.Thread(
+            target=_run_here, args=(settings, engine, worker, job_id), daemon=True
         )
-    else:
-        print(reply.text)
-    return 0
+        runner.start()
+    while True:
+        with engine.connect() as connection:
+            row = get_job(connection, job_id)
+        show(row)
+        later = row.status == "queued" and row.run_after is not None
+        if row.status in ("done", "failed") or (
+            later and (runner is None or not runner.is_alive())
+        ):
+            break
+        time.sleep(POLL_SECONDS)
+    if runner is not None:
+        runner.join()
+    return row
+
+
+def _run_here(settings: Settings, engine: Engine, worker: Worker, job_id: int) -> None:
+    done = threading.Event()
+
+    def keep_lease() -> None:
+        while not done.wait(RENEW_SECONDS):
+            worker.renew()
+
+    keeper = threading.Thread(target=keep_lease, daemon=True)
+    keeper.start()
+    try:
+        run_due(engine, worker.owner, job_contexts(settings, engine), only=job_id)
+    finally:
+        done.set()
+        keeper.join()
+        worker.release()
 
 
 def _fail(message: str, as_json: bool) -> int:

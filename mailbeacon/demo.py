@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, select
 
-from bot.commands import parse
 from bot.context import Context
-from bot.handlers import execute
+from bot.jobs import get_job, run_due
+from bot.registry import run_text
 from bot.users import UserSettings, find_user, sync_config_users
-from mailbeacon.channels import channel_names
+from mailbeacon.context import command_context, job_contexts
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from mailbeacon.settings import Settings, load_settings, with_generated_keys
 from notifier.channels import EmailChannel
@@ -93,7 +93,7 @@ def run_demo(out: Callable[[str], None] = print) -> int:
         out(f"   the emails are in {settings.outreach.maildir}/.Sent")
         for text in ALERTS:
             out(f"   /beacon {text}")
-            reply = execute(parse(text), _context(engine, settings), confirmed=False)
+            reply = run_text(text, _context(engine, settings))
             out(f"   {reply.text}")
         config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
         with running_in_thread(config):
@@ -103,9 +103,7 @@ def run_demo(out: Callable[[str], None] = print) -> int:
         _answers(engine, settings, sent, out)
         _report(engine, sent, out)
         out("\n7. /beacon nonopeners outage")
-        reply = execute(
-            parse(f"nonopeners {TEMPLATE}"), _context(engine, settings), confirmed=False
-        )
+        reply = run_text(f"nonopeners {TEMPLATE}", _context(engine, settings))
         out("   " + reply.text.replace("\n", "\n   "))
         _alerts(engine, settings, out)
         engine.dispose()
@@ -132,15 +130,8 @@ def _context(engine: Engine, settings: Settings) -> Context:
     """The demo's sender, as the command layer sees them."""
     with engine.connect() as connection:
         sender = find_user(connection, SENDER)
-    return Context(
-        engine=engine,
-        user=sender,
-        tracking=settings.tracking,
-        signer=TokenSigner(settings.tracking.signing_keys),
-        admin_send_threshold=settings.outreach.admin_send_threshold,
-        mailbox_for=lambda user: MaildirMailbox(Path(settings.outreach.maildir), user.email),
-        alert_channels=channel_names(settings),
-    )
+    assert sender is not None
+    return command_context(settings, engine, sender)
 
 
 def _answers(
@@ -187,7 +178,13 @@ def _send(engine: Engine, settings: Settings, out: Callable[[str], None]) -> lis
     signer = TokenSigner(settings.tracking.signing_keys)
     text = f"send {TEMPLATE} to {', '.join(addresses)}"
     out(f"   /beacon {text[:60]}…")
-    out("   " + execute(parse(text), _context(engine, settings), confirmed=True).text)
+    reply = run_text(text, _context(engine, settings), confirmed=True)
+    out("   " + reply.text)
+    # What the worker does with the job the send started.
+    run_due(engine, "demo", job_contexts(settings, engine))
+    assert reply.job is not None
+    with engine.connect() as connection:
+        out("   " + get_job(connection, reply.job).result["text"])
     base = settings.tracking.base_url
     with engine.connect() as connection:
         rows = connection.execute(select(emails.c.id, emails.c.to_addrs).order_by(emails.c.id))

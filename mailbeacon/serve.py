@@ -15,9 +15,9 @@ from typing import Literal
 import uvicorn
 from sqlalchemy import Engine
 
-from mailbeacon.jobs import start_jobs
 from mailbeacon.server import create_app
 from mailbeacon.settings import Settings
+from mailbeacon.worker import start_jobs
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
@@ -52,7 +52,7 @@ Role = Literal["all", "web", "worker"]
 def serve(settings: Settings, engine: Engine, role: Role = "all") -> int:
     """`all`: the HTTP endpoints and the jobs (reply sync, alerts, digests), for one machine.
     `web`: only the endpoints, for as many processes as the load needs. `worker`: only the
-    jobs; several may run, and one at a time is active (mailbeacon.jobs.Worker)."""
+    jobs; several may run, and one at a time is active (mailbeacon.worker.Worker)."""
     if role == "worker":
         return asyncio.run(_work(settings, engine))
     host, port = settings.server.host, settings.server.port
@@ -71,9 +71,6 @@ def serve(settings: Settings, engine: Engine, role: Role = "all") -> int:
 
 async def _work(settings: Settings, engine: Engine) -> int:
     jobs = start_jobs(settings, engine)
-    if jobs is None:
-        print("mailbeacon: worker: nothing to do (reply sync and alerts are off in config)")
-        return 0
     state = "active" if jobs.worker.active else "standing by for the active worker"
     print(f"mailbeacon: worker {jobs.worker.owner} started, {state}", flush=True)
     stop = asyncio.Event()

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from mailbeacon.jobs import start_jobs
 from mailbeacon.settings import Settings
+from mailbeacon.worker import start_jobs
 from notifier.desktop import desktop_routes
 from outreach.accounts import save_mailbox
 from outreach.oauth import NAMES, SERVICES, OAuthError, finish_sign_in, read_callback, redirect_uri

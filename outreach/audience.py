@@ -1,11 +1,13 @@
-"""Who an email goes to: a list of addresses, or a filter (outreach/filters.py). Resolving one
-reads the endusers, and creates those of a list that are not known yet."""
+"""Who an email goes to: a list of addresses, a cohort (tracking/cohorts.py) or a filter
+(outreach/filters.py). Resolving one reads the endusers, and creates those of a list that are not
+known yet."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -17,14 +19,18 @@ from sqlalchemy import (
 from outreach.filter_sql import audience_select, to_sql
 from outreach.filters import AudienceError, parse
 from outreach.importer import CompanyDirectory, CompanyRef, normalize_email
+from store.clock import utcnow
 from store.schema import companies, endusers
+from tracking.cohorts import cohort_select, parse_cohort
 
 # --- Resolving an audience against the database ----------------------------------------------
 
 
 @dataclass(frozen=True)
 class Audience:
-    endusers: list[Row[Any]]  # who gets the email: endusers columns + company_name, by id
+    # Who gets the email: endusers columns + company_name, in the audience's order (the first is
+    # a group email's first To recipient, credited with its outcomes; see resolve_audience).
+    endusers: list[Row[Any]]
     excluded_bounced: list[str] = field(default_factory=list)  # left out; `force` includes them
     tracking_off: list[str] = field(default_factory=list)  # emailed, but opted out of tracking
     created: list[str] = field(default_factory=list)  # new endusers made from the address list
@@ -68,18 +74,42 @@ def parse_addresses(text: str) -> list[str] | None:
     return addresses
 
 
-def resolve_audience(connection: Connection, text: str, *, force: bool = False) -> Audience:
-    """Who `text` sends to. Addresses not yet known become endusers (written on `connection`:
-    roll back for a preview). Bounced endusers are left out unless `force`."""
+def resolve_audience(
+    connection: Connection,
+    text: str,
+    *,
+    force: bool = False,
+    now: datetime | None = None,
+) -> Audience:
+    """Who `text` sends to: addresses, a cohort (`cohort unengaged outage since 30d`, as of
+    `now`, by default the current time) or a filter. Addresses not yet known become endusers
+    (written on `connection`: roll back for a preview). Bounced endusers are left out unless
+    `force`.
+
+    The order: an address list keeps the order it was typed in (each address once, where it
+    first appears). A cohort or a filter is ordered by name, ignoring case, then by email; the
+    endusers without a name come after those with one, by email. `excluded_bounced` and
+    `tracking_off` follow the same order."""
     addresses = parse_addresses(text)
-    created: list[str] = []
-    if addresses is None:
+    if addresses is not None:
+        created = _create_endusers(connection, addresses)
+        rows = connection.execute(audience_select(endusers.c.email.in_(addresses))).all()
+        typed = {address: index for index, address in enumerate(addresses)}
+        ordered = sorted(rows, key=lambda row: typed[row.email])
+        return _split(ordered, force=force, created=created)
+    cohort = parse_cohort(text)
+    if cohort is None:
         where = to_sql(parse(text))
     else:
-        created = _create_endusers(connection, addresses)
-        where = endusers.c.email.in_(addresses)
+        ids = cohort_select(connection, cohort, now=utcnow() if now is None else now)
+        where = endusers.c.id.in_(ids)
     rows = connection.execute(audience_select(where)).all()
-    return _split(rows, force=force, created=created)
+    return _split(sorted(rows, key=_by_name), force=force, created=[])
+
+
+def _by_name(row: Row[Any]) -> tuple[bool, str, str]:
+    name: str = row.name.strip()
+    return (not name, name.casefold(), row.email)
 
 
 def _split(rows: Sequence[Row[Any]], *, force: bool, created: list[str]) -> Audience:

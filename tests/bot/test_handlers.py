@@ -3,93 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import mailbox
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, update
 
-from bot.commands import parse
-from bot.context import CommandFailed, Context, Reply
-from bot.handlers import execute
-from bot.users import UserSettings, find_user, sync_config_users
+from bot.context import CommandFailed
 from outreach.importer import import_file
-from outreach.mailbox import Mailbox
 from outreach.maildir import MaildirMailbox
 from outreach.templates import sync_templates
 from store.clock import utcnow
 from store.schema import campaigns, emails, endusers, engagements, events, subscriptions
-from tests.helpers import sent_mail
+from tests.bot.conftest import BOSS, MEMBER, Team
 from tracking.classify import Hit, Rules
 from tracking.recorder import Recorder
+from tracking.replies import sync_inbox
 from tracking.settings import TrackingSettings
 from tracking.tokens import TokenKind, TokenSigner
 
-ROOT = Path(__file__).resolve().parents[2]
 WEST_ADMINS = 'company.region = "West Coast" and role = "admin"'
 
 
-@pytest.fixture
-def store(engine: Engine, tmp_path: Path) -> Engine:
-    for name in ("companies.csv", "endusers.csv"):
-        import_file(engine, ROOT / "examples" / name)
-    sync_templates(engine, ROOT / "examples" / "templates")
-    with engine.begin() as connection:
-        sync_config_users(
-            connection,
-            [
-                UserSettings("boss@us.example", "Boss", role="admin"),
-                UserSettings("member@us.example", "Mia Member"),
-            ],
-        )
-    return engine
-
-
-def run(
-    store: Engine,
-    tmp_path: Path,
-    text: str,
-    who: str = "boss@us.example",
-    *,
-    yes: bool = False,
-    threshold: int = 200,
-) -> Reply:
-    with store.connect() as connection:
-        user = find_user(connection, who)
-
-    def mailbox_for(sender: Any) -> Mailbox:
-        return MaildirMailbox(tmp_path / "Maildir", sender.email)
-
-    context = Context(
-        store,
-        user,
-        TrackingSettings(base_url="https://t.example"),
-        TokenSigner(["k" * 32]),
-        threshold,
-        mailbox_for,
-        alert_channels=frozenset({"email", "desktop"}),
-    )
-    return execute(parse(text), context, confirmed=yes)
-
-
-def sent(tmp_path: Path) -> list[Any]:
-    return list(sent_mail(tmp_path / "Maildir"))
-
-
-def test_help_and_templates(store: Engine, tmp_path: Path) -> None:
-    assert "/beacon send <template> to <audience>" in run(store, tmp_path, "help").text
-    reply = run(store, tmp_path, "templates")
+def test_help_and_templates(team: Team) -> None:
+    assert "/beacon send <template> to <audience>" in team.run("help").text
+    reply = team.run("templates")
     assert [t["key"] for t in reply.data["templates"]] == ["invoice-reminder", "outage", "webinar"]
     assert "outage (v1): Tell affected customers" in reply.text
 
 
-def test_preview_renders_for_that_enduser_and_stores_nothing(store: Engine, tmp_path: Path) -> None:
-    reply = run(store, tmp_path, "preview outage to lee.chen@acme-logistics.example")
+def test_preview_renders_for_that_enduser_and_stores_nothing(team: Team) -> None:
+    reply = team.run("preview outage to lee.chen@acme-logistics.example")
     assert reply.data["subject"] == "Service incident on Acme Logistics's account: what happened"
     assert "Hi Lee Chen," in reply.text
-    run(store, tmp_path, "preview outage to new.person@acme-logistics.example")
-    with store.connect() as connection:
+    team.run("preview outage to new.person@acme-logistics.example")
+    with team.engine.connect() as connection:
         assert (
             connection.execute(
                 select(endusers).where(endusers.c.email == "new.person@acme-logistics.example")
@@ -98,56 +46,91 @@ def test_preview_renders_for_that_enduser_and_stores_nothing(store: Engine, tmp_
         )
 
 
-def test_send_previews_first_and_sends_only_when_confirmed(store: Engine, tmp_path: Path) -> None:
-    preview = run(store, tmp_path, f"send outage to {WEST_ADMINS}")
+def test_send_previews_first_and_sends_only_when_confirmed(team: Team) -> None:
+    preview = team.run(f"send outage to {WEST_ADMINS}")
     assert preview.needs_confirmation
+    # A filter's endusers come by name: Olivia Hart, then Sam Okafor.
     assert preview.data["recipients"] == [
-        "sam.okafor@acme-logistics.example",
         "olivia.hart@globex.example",
+        "sam.okafor@acme-logistics.example",
     ]
-    assert "First email, to sam.okafor@acme-logistics.example" in preview.text
-    assert sent(tmp_path) == []
-    with store.connect() as connection:
+    assert "First email, to olivia.hart@globex.example" in preview.text
+    assert team.sent() == []
+    with team.engine.connect() as connection:
         assert connection.execute(select(campaigns)).first() is None
 
-    done = run(store, tmp_path, f"send outage to {WEST_ADMINS} track clicks", yes=True)
-    assert done.data["sent"] == 2 and not done.needs_confirmation
-    messages = sent(tmp_path)
+    # The reply comes back at once; the worker sends afterwards, as the command's job.
+    done = team.run(f"send outage to {WEST_ADMINS} track clicks", yes=True, work=False)
+    assert not done.needs_confirmation and done.job is not None
+    campaign = done.data["campaign"]
+    assert done.text == (
+        f"Campaign #{campaign} (outage): 2 emails (individual) on the way as job #{done.job}."
+    )
+    assert team.sent() == [] and team.job(done.job).status == "queued"
+    assert team.work() == 1
+    assert team.job(done.job).result["sent"] == 2
+    assert team.job(done.job).result["text"].endswith("sent 2 of 2 emails.")
+    messages = team.sent()
     assert sorted(m["To"] for m in messages) == sorted(preview.data["recipients"])
     assert all(b"/t/o/" not in m.as_bytes() for m in messages)  # opens not tracked this time
-    with store.connect() as connection:
+    with team.engine.connect() as connection:
         rows = connection.execute(select(engagements)).all()
     assert {(r.open_rate, r.click_rate) for r in rows} == {(None, 0)}
 
 
-def test_a_group_email_goes_once_to_everyone_and_counts_for_the_first(
-    store: Engine, tmp_path: Path
+def test_a_filter_sent_as_group_is_ordered_by_name_and_the_preview_says_who_is_first(
+    team: Team,
 ) -> None:
-    run(store, tmp_path, f"send outage to {WEST_ADMINS} as group", yes=True)
-    [message] = sent(tmp_path)
-    assert message["To"] == "sam.okafor@acme-logistics.example, olivia.hart@globex.example"
-    with store.connect() as connection:
+    preview = team.run(f"send outage to {WEST_ADMINS} as group")
+    assert "olivia.hart@globex.example is first in To: and is credited" in preview.text
+    team.run(f"send outage to {WEST_ADMINS} as group", yes=True)
+    [message] = team.sent()
+    assert message["To"] == "olivia.hart@globex.example, sam.okafor@acme-logistics.example"
+    with team.engine.connect() as connection:
         email = connection.execute(select(emails)).one()
-        sam = connection.execute(
-            select(endusers.c.id).where(endusers.c.email == "sam.okafor@acme-logistics.example")
+        olivia = connection.execute(
+            select(endusers.c.id).where(endusers.c.email == "olivia.hart@globex.example")
         ).scalar_one()
-    assert email.enduser_id == sam
+    assert email.enduser_id == olivia
 
 
-def test_a_template_error_for_one_recipient_sends_nothing(store: Engine, tmp_path: Path) -> None:
-    folder = tmp_path / "templates"
+def test_a_group_keeps_the_order_typed_and_credits_the_first_typed(team: Team) -> None:
+    jonas, sofia = "jonas@acme-logistics.example", "sofia@acme-logistics.example"
+    people = team.folder / "people.csv"  # Jonas is imported first: the lower id
+    people.write_text(f"email,name\n{jonas},Jonas\n{sofia},Sofia\n")
+    import_file(team.engine, people)
+    team.run(f"send outage to {sofia}, {jonas} as group", yes=True)
+    [message] = team.sent()
+    assert message["To"] == f"{sofia}, {jonas}"
+    inbox = mailbox.Maildir(team.folder / "Maildir")
+    inbox.add(
+        f"From: {jonas}\nTo: {BOSS}\nSubject: Re: it\nMessage-ID: <r1@acme-logistics.example>\n"
+        f"In-Reply-To: {message['Message-ID']}\n\nThanks!\n".encode()
+    )
+    sync_inbox(team.engine, MaildirMailbox(team.folder / "Maildir", BOSS), internal_domains=[])
+    with team.engine.connect() as connection:
+        credited = connection.execute(
+            select(endusers.c.email)
+            .join(engagements, engagements.c.enduser_id == endusers.c.id)
+            .where(engagements.c.reply_rate == 100)
+        ).scalar_one()
+    assert credited == sofia
+
+
+def test_a_template_error_for_one_recipient_sends_nothing(team: Team) -> None:
+    folder = team.folder / "templates"
     folder.mkdir()
     (folder / "seats.md").write_text(
         "---\nsubject: Your seats\n---\n"
         "Hi {{ enduser.name }},\n\nyou have {{ enduser.seats }} seats.\n"
     )
-    sync_templates(store, folder)
+    sync_templates(team.engine, folder)
     # Olivia has seats on record, Sam has none.
     with pytest.raises(CommandFailed, match=r"line 3: enduser\.seats is not defined") as raised:
-        run(store, tmp_path, f"send seats to {WEST_ADMINS}", yes=True)
+        team.run(f"send seats to {WEST_ADMINS}", yes=True)
     assert "rendering for sam.okafor@acme-logistics.example" in str(raised.value)
-    assert sent(tmp_path) == []
-    with store.connect() as connection:
+    assert team.sent() == []
+    with team.engine.connect() as connection:
         assert connection.execute(select(emails)).first() is None
         assert connection.execute(select(campaigns)).first() is None
 
@@ -157,34 +140,30 @@ def test_a_template_error_for_one_recipient_sends_nothing(store: Engine, tmp_pat
     [
         (
             "send nope to dana.reyes@acme-logistics.example",
-            "boss@us.example",
+            BOSS,
             "there is no template `nope`",
         ),
-        ("send outage to role = ", "boss@us.example", "expected a value after '='"),
-        ('send outage to role = "astronaut"', "boss@us.example", "nobody matches"),
-        ("campaigns all", "member@us.example", "only an admin may list everyone's campaigns"),
-        ('send outage to company.region = "West Coast"', "member@us.example", "needs an admin"),
+        ("send outage to role = ", BOSS, "expected a value after '='"),
+        ('send outage to role = "astronaut"', BOSS, "nobody matches"),
+        ("campaigns all", MEMBER, "only an admin may list everyone's campaigns"),
+        ('send outage to company.region = "West Coast"', MEMBER, "needs an admin"),
     ],
 )
-def test_what_cannot_be_done_says_why(
-    store: Engine, tmp_path: Path, text: str, who: str, message: str
-) -> None:
+def test_what_cannot_be_done_says_why(team: Team, text: str, who: str, message: str) -> None:
     with pytest.raises(CommandFailed, match=message):
-        run(store, tmp_path, text, who, yes=True, threshold=2)
-    assert sent(tmp_path) == []
+        team.run(text, who, yes=True)
+    assert team.sent() == []
 
 
-def test_campaigns_lists_mine_and_admins_see_all(store: Engine, tmp_path: Path) -> None:
-    run(
-        store,
-        tmp_path,
+def test_campaigns_lists_mine_and_admins_see_all(team: Team) -> None:
+    team.run(
         "send webinar to lee.chen@acme-logistics.example",
-        "member@us.example",
+        MEMBER,
         yes=True,
     )
-    assert "webinar: sent, 1/1 sent" in run(store, tmp_path, "campaigns", "member@us.example").text
-    assert run(store, tmp_path, "campaigns", "boss@us.example").data["campaigns"] == []
-    assert len(run(store, tmp_path, "campaigns all", "boss@us.example").data["campaigns"]) == 1
+    assert "webinar: sent, 1/1 sent" in team.run("campaigns", MEMBER).text
+    assert team.run("campaigns", BOSS).data["campaigns"] == []
+    assert len(team.run("campaigns all", BOSS).data["campaigns"]) == 1
 
 
 PEOPLE = [
@@ -232,40 +211,37 @@ def _play(store: Engine) -> int:
 @pytest.mark.parametrize(
     ("ask", "expected"),
     [
-        ("", [1, 3, 4]),
-        ("include machine", [3, 4]),
-        ("not opened", [1, 3, 4]),
-        ("not clicked", [0, 1, 3, 4]),
-        ("not clicked include machine", [0, 1, 3, 4]),
+        # Priya (3) replied: she is on no list. Lee (2) clicked as a person: he read it.
+        ("", [1, 4]),
+        ("include machine", [4]),
+        ("not opened", [1, 4]),
+        ("not clicked", [0, 1, 4]),
+        ("not clicked include machine", [0, 1, 4]),
         ("not replied", [0, 1, 2, 4]),
     ],
 )
-def test_nonopeners_lists_exactly_who_has_not(
-    store: Engine, tmp_path: Path, ask: str, expected: list[int]
-) -> None:
-    run(store, tmp_path, f"send webinar to {', '.join(PEOPLE)}", yes=True)
-    campaign = _play(store)
-    reply = run(store, tmp_path, f"nonopeners {campaign} {ask}")
+def test_nonopeners_lists_exactly_who_has_not(team: Team, ask: str, expected: list[int]) -> None:
+    team.run(f"send webinar to {', '.join(PEOPLE)}", yes=True)
+    campaign = _play(team.engine)
+    reply = team.run(f"nonopeners {campaign} {ask}")
     assert [e["email"] for e in reply.data["endusers"]] == sorted(PEOPLE[i] for i in expected)
     assert reply.data["untracked"] == 0
-    by_name = run(store, tmp_path, f"nonopeners webinar {ask}")
+    by_name = team.run(f"nonopeners webinar {ask}")
     assert by_name.data["endusers"] == reply.data["endusers"]
 
 
-def test_nonopeners_of_an_unknown_or_someone_elses_campaign(store: Engine, tmp_path: Path) -> None:
+def test_nonopeners_of_an_unknown_or_someone_elses_campaign(team: Team) -> None:
     with pytest.raises(CommandFailed, match="there is no campaign `#99`"):
-        run(store, tmp_path, "nonopeners #99")
-    run(store, tmp_path, f"send webinar to {PEOPLE[0]}", "boss@us.example", yes=True)
+        team.run("nonopeners #99")
+    team.run(f"send webinar to {PEOPLE[0]}", BOSS, yes=True)
     with pytest.raises(CommandFailed, match="only an admin may look into other people's"):
-        run(store, tmp_path, "nonopeners 1", "member@us.example")
+        team.run("nonopeners 1", MEMBER)
 
 
-def test_alerts_are_added_listed_and_removed_in_words(store: Engine, tmp_path: Path) -> None:
-    member = "member@us.example"
-    assert run(store, tmp_path, "alerts list", member).text.startswith("You have no alerts")
-    added = run(
-        store,
-        tmp_path,
+def test_alerts_are_added_listed_and_removed_in_words(team: Team) -> None:
+    member = MEMBER
+    assert team.run("alerts list", member).text.startswith("You have no alerts")
+    added = team.run(
         'alerts add on open first only template outage company "acme logistics" via email',
         member,
     )
@@ -273,94 +249,90 @@ def test_alerts_are_added_listed_and_removed_in_words(store: Engine, tmp_path: P
         f"Alert #{added.data['alert']}: when someone opens one of your emails from template "
         "outage sent to Acme Logistics (the first time), by email."
     )
-    run(store, tmp_path, "alerts add on bounce include machine via email", member)
-    run(store, tmp_path, "alerts add on reply from everyone via email")  # the admin's own
-    listed = run(store, tmp_path, "alerts list", member)
+    team.run("alerts add on bounce include machine via email", member)
+    team.run("alerts add on reply from everyone via email")  # the admin's own
+    listed = team.run("alerts list", member)
     first, second = listed.data["alerts"]
     assert listed.text.splitlines()[1] == (
         f"#{second}: when one of your emails bounces (machines included), by email"
     )
     # One user cannot remove another's rule.
     with pytest.raises(CommandFailed, match=f"you have no alert #{first}"):
-        run(store, tmp_path, f"alerts remove {first}")
-    assert run(store, tmp_path, f"alerts remove #{first}", member).text == (
-        f"Alert #{first} removed."
-    )
-    assert run(store, tmp_path, "alerts list", member).data["alerts"] == [second]
-    everyone = run(store, tmp_path, "alerts list").text
+        team.run(f"alerts remove {first}")
+    assert team.run(f"alerts remove #{first}", member).text == (f"Alert #{first} removed.")
+    assert team.run("alerts list", member).data["alerts"] == [second]
+    everyone = team.run("alerts list").text
     assert everyone.endswith("when someone replies to anyone's email, by email")
 
 
 @pytest.mark.parametrize(
     ("text", "who", "message"),
     [
-        ("alerts add on open via slack", "boss@us.example", "cannot send alerts via slack yet"),
-        ("alerts add on open via slack", "boss@us.example", "use `via desktop` or `via email`"),
-        ("alerts add on open template nope via email", "boss@us.example", "no template `nope`"),
-        ("alerts add on open campaign 99 via email", "boss@us.example", "no campaign `99`"),
+        ("alerts add on open via slack", BOSS, "cannot send alerts via slack yet"),
+        ("alerts add on open via slack", BOSS, "use `via desktop` or `via email`"),
+        ("alerts add on open template nope via email", BOSS, "no template `nope`"),
+        ("alerts add on open campaign 99 via email", BOSS, "no campaign `99`"),
         (
             'alerts add on open company "Nope Inc" via email',
-            "boss@us.example",
+            BOSS,
             "there is no company named 'Nope Inc'",
         ),
         (
             "alerts add on open from everyone via email",
-            "member@us.example",
+            MEMBER,
             "only an admin may hear about everyone's emails",
         ),
-        ("alerts remove 42", "boss@us.example", "you have no alert #42"),
+        ("alerts remove 42", BOSS, "you have no alert #42"),
     ],
 )
 def test_alerts_that_cannot_be_set_up_say_why(
-    store: Engine, tmp_path: Path, text: str, who: str, message: str
+    team: Team, text: str, who: str, message: str
 ) -> None:
     with pytest.raises(CommandFailed, match=message):
-        run(store, tmp_path, text, who)
-    with store.connect() as connection:
+        team.run(text, who)
+    with team.engine.connect() as connection:
         assert connection.execute(select(subscriptions)).first() is None
 
 
-def test_an_alert_on_someone_elses_campaign_needs_an_admin(store: Engine, tmp_path: Path) -> None:
-    run(store, tmp_path, f"send webinar to {PEOPLE[0]}", "boss@us.example", yes=True)
+def test_an_alert_on_someone_elses_campaign_needs_an_admin(team: Team) -> None:
+    team.run(f"send webinar to {PEOPLE[0]}", BOSS, yes=True)
     with pytest.raises(CommandFailed, match="only an admin may look into other people's"):
-        run(store, tmp_path, "alerts add on click campaign 1 via email", "member@us.example")
-    added = run(store, tmp_path, "alerts add on click campaign 1 via email")
+        team.run("alerts add on click campaign 1 via email", MEMBER)
+    added = team.run("alerts add on click campaign 1 via email")
     assert "in campaign #1 (webinar)" in added.text
 
 
-def test_the_digest_is_turned_on_at_an_hour_off_and_sent_now(store: Engine, tmp_path: Path) -> None:
-    member = "member@us.example"
-    on = run(store, tmp_path, "digest on at 07:30", member)
+def test_the_digest_is_turned_on_at_an_hour_off_and_sent_now(team: Team) -> None:
+    member = MEMBER
+    on = team.run("digest on at 07:30", member)
     assert on.text.startswith("Your daily digest comes by email at 07:30 (UTC time)")
-    assert run(store, tmp_path, "digest on", member).data == {"enabled": True, "at": "07:30"}
-    assert run(store, tmp_path, "digest off", member).text.startswith("Your daily digest is off")
-    now = run(store, tmp_path, "digest now", member)
-    assert now.text.startswith("Sent to member@us.example:\nYour mailbeacon digest for ")
-    assert "You sent nothing that day." in now.text
-    [digest] = sent(tmp_path)
-    assert (digest["From"], digest["To"]) == ("member@us.example", "member@us.example")
+    assert team.run("digest on", member).data == {"enabled": True, "at": "07:30"}
+    assert team.run("digest off", member).text.startswith("Your daily digest is off")
+    now = team.run("digest now", member)
+    assert now.text == f"Your digest is on its way to member@us.example (job #{now.job})."
+    assert now.job is not None
+    result = team.job(now.job).result["text"]
+    assert result.startswith("Sent to member@us.example:\nYour mailbeacon digest for ")
+    assert "You sent nothing that day." in result
+    [digest] = team.sent()
+    assert (digest["From"], digest["To"]) == (MEMBER, MEMBER)
 
 
-def test_an_alert_via_desktop_answers_with_the_page_to_keep_open(
-    store: Engine, tmp_path: Path
-) -> None:
-    reply = run(store, tmp_path, "alerts add on reply via desktop")
+def test_an_alert_via_desktop_answers_with_the_page_to_keep_open(team: Team) -> None:
+    reply = team.run("alerts add on reply via desktop")
     page = reply.text.splitlines()[1]
     assert page.startswith("Open https://t.example/alerts?token=")
-    with store.connect() as connection:
-        boss = find_user(connection, "boss@us.example")
+    boss = team.user(BOSS)
     token = page.split("token=")[1].split()[0]
     assert TokenSigner(["k" * 32]).verify(token, TokenKind.FEED).id == boss.id  # type: ignore[union-attr]
 
 
-def test_quiet_hours_are_set_and_cleared_by_the_user(store: Engine, tmp_path: Path) -> None:
-    member = "member@us.example"
-    reply = run(store, tmp_path, "alerts quiet 22:00-07:00", member)
+def test_quiet_hours_are_set_and_cleared_by_the_user(team: Team) -> None:
+    member = MEMBER
+    reply = team.run("alerts quiet 22:00-07:00", member)
     assert reply.text == (
         "Quiet hours 22:00-07:00 (UTC time): alerts that come then wait until 07:00."
     )
-    with store.connect() as connection:
-        assert find_user(connection, member).quiet_hours == "22:00-07:00"
-    assert run(store, tmp_path, "alerts quiet off", member).data == {"quiet_hours": None}
-    with store.connect() as connection:
-        assert find_user(connection, member).quiet_hours is None
+    assert team.user(member).quiet_hours == "22:00-07:00"
+    assert team.run("alerts quiet off", member).data == {"quiet_hours": None}
+    assert team.user(member).quiet_hours is None

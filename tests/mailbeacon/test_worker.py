@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select, update
 
-from mailbeacon.jobs import LEASE_TTL, Worker, sync_replies
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
+from mailbeacon.worker import LEASE_TTL, Worker, sync_replies
 from notifier.digests import set_digest
 from notifier.subscriptions import NewRule, add_subscription
 from outreach.accounts import save_mailbox

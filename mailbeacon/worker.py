@@ -1,13 +1,11 @@
-"""Scheduled work of the all-in-one server (APScheduler 3): reply sync over every mailbox, and
-alerts."""
+"""The worker (APScheduler 3): the jobs that commands start, reply sync over every mailbox,
+alerts and digests, run only by the process that holds the worker lease."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +14,10 @@ from typing import cast
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, select, update
 
+from bot.jobs import heartbeat, run_due
+from bot.sendout import adopt_orphans
 from mailbeacon.channels import alert_channels
+from mailbeacon.context import job_contexts
 from mailbeacon.settings import Settings
 from notifier.channels import Channel
 from notifier.digests import send_due_digests
@@ -27,7 +28,7 @@ from outreach.maildir import MaildirMailbox
 from outreach.oauth import OAuthError
 from store.clock import Clock, utcnow
 from store.crypto import CredentialCipher, CredentialsUnreadable
-from store.leases import release_lease, take_lease
+from store.leases import holder_name, release_lease, take_lease
 from store.schema import mailboxes
 from tracking.replies import Inbox, sync_inbox
 
@@ -104,8 +105,9 @@ class Worker:
     once the lease runs out, so no job ever runs in two processes at once."""
 
     def __init__(self, engine: Engine, clock: Clock = utcnow) -> None:
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = holder_name()
         self.active = False
+        self.stopping = threading.Event()  # running jobs stop at their next progress report
         self._engine = engine
         self._clock = clock
 
@@ -114,6 +116,8 @@ class Worker:
             with self._engine.begin() as connection:
                 now = self._clock()
                 held = take_lease(connection, WORKER_LEASE, self.owner, now=now, ttl=LEASE_TTL)
+                # Jobs it is still running are alive, even if it lost the lease meanwhile.
+                heartbeat(connection, self.owner, now)
         except Exception:  # the database is away: do no work until it is back
             log.exception("worker lease: cannot reach the database")
             held = False
@@ -134,15 +138,30 @@ class Jobs:
         self.worker = worker
 
     async def stop(self) -> None:
-        """Stop scheduling, and hand the lease on at once rather than when it runs out."""
+        """Stop scheduling, stop running jobs at their next step (they are queued again), and
+        hand the lease on at once rather than when it runs out."""
+        self.worker.stopping.set()
         self.scheduler.shutdown(wait=False)
         await asyncio.to_thread(self.worker.release)
 
 
-def start_jobs(settings: Settings, engine: Engine) -> Jobs | None:
-    """Reply sync every tracking.reply_sync_seconds, alerts every notifier.dispatch_seconds and
-    digests every minute (when alerts are on), each one round at a time, starting now, and only
-    while this process is the active worker."""
+# Jobs are looked for every second; this many run at once, so a `digest now` need not wait
+# for a long send-out to end.
+JOB_SECONDS = 1.0
+JOBS_AT_ONCE = 3
+
+
+def run_jobs(settings: Settings, engine: Engine, worker: Worker) -> int:
+    """Every job that is due, including those a dead process left running, and a job for any
+    send-out that has none (one left unfinished by an older version)."""
+    adopt_orphans(engine)
+    return run_due(engine, worker.owner, job_contexts(settings, engine), stopping=worker.stopping)
+
+
+def start_jobs(settings: Settings, engine: Engine) -> Jobs:
+    """Jobs every second; reply sync every tracking.reply_sync_seconds, alerts every
+    notifier.dispatch_seconds and digests every minute (when alerts are on), each one round at
+    a time, starting now, and only while this process is the active worker."""
     alerts_on = settings.notifier.dispatch_seconds > 0
     # Built once: the Slack channel remembers the members it looked up.
     channels = alert_channels(settings, engine)
@@ -153,8 +172,6 @@ def start_jobs(settings: Settings, engine: Engine) -> Jobs | None:
         (lambda: send_due_digests(engine, email), DIGEST_CHECK_SECONDS if alerts_on else 0),
     ]
     rounds = [(work, seconds) for work, seconds in rounds if seconds > 0]
-    if not rounds:
-        return None
     worker = Worker(engine)
     worker.renew()
     scheduler = AsyncIOScheduler(timezone=UTC)
@@ -172,6 +189,13 @@ def start_jobs(settings: Settings, engine: Engine) -> Jobs | None:
             coalesce=True,
             next_run_time=datetime.now(UTC),
         )
+    scheduler.add_job(
+        _if_active(worker, lambda: run_jobs(settings, engine, worker)),
+        "interval",
+        seconds=JOB_SECONDS,
+        max_instances=JOBS_AT_ONCE,
+        next_run_time=datetime.now(UTC),
+    )
     scheduler.start()
     return Jobs(scheduler, worker)
 
