@@ -14,7 +14,15 @@ from sqlalchemy import Connection, Engine, or_, select
 from bot.context import CommandFailed, Context, Reply
 from bot.jobs import Progress, RunLater, enqueue, job
 from bot.users import User
-from outreach.campaigns import CampaignBusy, CampaignPlan, Outgoing, plan_campaign, run_campaign
+from outreach.campaigns import (
+    CampaignBusy,
+    CampaignPlan,
+    Outgoing,
+    earlier_emails,
+    plan_campaign,
+    reply_subject,
+    run_campaign,
+)
 from outreach.templates import RenderError, StoredTemplate, render_all
 from store.clock import Clock, utcnow
 from store.schema import campaigns, companies, jobs
@@ -116,7 +124,12 @@ def outline(
         "track_opens": flags.opens,
         "track_clicks": flags.clicks,
     }
-    return SendOut(plan, outgoing, summary, rendered[0].subject, rendered[0].text)
+    first_subject = rendered[0].subject
+    if follow_up_of is not None:  # it goes into the thread of the email they got
+        before = earlier_emails(connection, follow_up_of).get(endusers[0].id)
+        if before is not None:
+            first_subject = reply_subject(before.subject)
+    return SendOut(plan, outgoing, summary, first_subject, rendered[0].text)
 
 
 def check_not_repeated(

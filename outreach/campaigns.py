@@ -27,6 +27,7 @@ from outreach.mailbox import (
 )
 from outreach.maildir import build_message
 from store.clock import Clock, utcnow
+from store.leases import holder_gone
 from store.schema import campaigns, emails
 from tracking.instrument import TrackingFlags
 from tracking.settings import TrackingSettings
@@ -102,7 +103,7 @@ def plan_campaign(
         )
         .returning(campaigns.c.id)
     ).scalar_one()
-    earlier = _earlier_emails(connection, plan.follow_up_of)
+    earlier = earlier_emails(connection, plan.follow_up_of)
     previous = [earlier.get(email.enduser_id) for email in outgoing]  # None: not a follow-up
     drafts = []
     for position, (email, before) in enumerate(zip(outgoing, previous, strict=True)):
@@ -111,7 +112,7 @@ def plan_campaign(
                 idempotency_key=f"campaign-{campaign_id}-{position}",
                 to=email.to,
                 cc=email.cc,
-                subject=_reply_subject(before.subject) if before else email.subject,
+                subject=reply_subject(before.subject) if before else email.subject,
                 html=email.html,
                 text=email.text,
                 flags=plan.flags,
@@ -146,7 +147,7 @@ def plan_campaign(
     return campaign_id
 
 
-def _earlier_emails(connection: Connection, campaign_id: int | None) -> dict[int | None, Any]:
+def earlier_emails(connection: Connection, campaign_id: int | None) -> dict[int | None, Any]:
     """The sent emails of an earlier campaign, by enduser."""
     if campaign_id is None:
         return {}
@@ -164,7 +165,7 @@ def _earlier_emails(connection: Connection, campaign_id: int | None) -> dict[int
     return {row.enduser_id: row for row in connection.execute(query)}
 
 
-def _reply_subject(subject: str) -> str:
+def reply_subject(subject: str) -> str:
     return subject if subject[:3].lower() == "re:" else f"Re: {subject}"
 
 
@@ -328,15 +329,21 @@ def _renew_lease(connection: Connection, campaign_id: int, owner: str, now: date
 
 
 def _take_lease(engine: Engine, campaign_id: int, owner: str, clock: Clock) -> None:
+    """Take the campaign's lease: free, run out, ours, or held by a process of this machine
+    that has died (taken at once, not when it runs out)."""
     now = clock()
     with engine.begin() as connection:
+        holder = connection.scalar(
+            select(campaigns.c.lease_owner).where(campaigns.c.id == campaign_id)
+        )
+        dead = holder is not None and holder_gone(holder)
         taken = connection.execute(
             update(campaigns)
             .where(
                 campaigns.c.id == campaign_id,
                 campaigns.c.status.in_(("sending", "paused")),
                 (campaigns.c.lease_owner.is_(None))
-                | (campaigns.c.lease_owner == owner)
+                | (campaigns.c.lease_owner == (holder if dead else owner))
                 | (campaigns.c.lease_expires_at.is_(None))
                 | (campaigns.c.lease_expires_at < now),
             )

@@ -116,7 +116,7 @@ def show_campaign(command: CampaignView, context: Context) -> Reply:
     lines = [
         f"Campaign #{campaign.id} ({campaign.name}), {campaign.status}: {report.sent} of "
         f"{report.planned} sent, {report.failed} refused, {report.bounced} bounced, "
-        f"{report.auto_replied} auto-replies",
+        f"{report.auto_replied} auto-{'reply' if report.auto_replied == 1 else 'replies'}",
         f"People: {rates_text(report.human)}",
         f"With machines: {rates_text(report.raw)}",
     ]

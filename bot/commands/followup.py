@@ -32,7 +32,7 @@ def parse_followup(text: str, args: list[Token]) -> FollowUp:
     again = bool(rest) and rest[-1].word == "again"
     if again:
         rest = rest[:-1]
-    if rest and rest[0].word != "to":
+    if rest and rest[0].word not in ("to", "include"):
         raise CommandError(f"`{rest[0].text}`: say who, as `to not opened` (or clicked, replied)")
     return FollowUp(campaign_ref(args[0]), args[2].text, parse_who(rest, lead="to"), again)
 
