@@ -336,3 +336,31 @@ def test_quiet_hours_are_set_and_cleared_by_the_user(team: Team) -> None:
     assert team.user(member).quiet_hours == "22:00-07:00"
     assert team.run("alerts quiet off", member).data == {"quiet_hours": None}
     assert team.user(member).quiet_hours is None
+
+
+def test_the_same_send_again_is_refused_unless_asked_for_again(team: Team) -> None:
+    lee = "lee.chen@acme-logistics.example"
+    first = team.run(f"send webinar to {lee}", yes=True)
+    with pytest.raises(CommandFailed) as again:
+        team.run(f"send   webinar to {lee.upper()}", yes=True)  # spacing and case aside
+    assert str(again.value) == (
+        f"you already sent `webinar` to this audience: campaign #{first.data['campaign']} is "
+        "sent, 1/1 done. To send it once more anyway, add `again` at the end."
+    )
+    twice = team.run(f"send webinar to {lee} again", yes=True)
+    assert twice.data["campaign"] != first.data["campaign"]
+    # A different audience is another send-out; and ten minutes later the same one is fine.
+    team.run(f"send webinar to {PEOPLE[0]}", yes=True)
+    team.clock = lambda: utcnow() + timedelta(minutes=11)
+    assert team.run(f"send webinar to {lee}", yes=True).job is not None
+    assert len(team.sent()) == 4
+
+
+def test_an_unfinished_send_out_is_never_started_twice(team: Team) -> None:
+    lee = "lee.chen@acme-logistics.example"
+    first = team.run(f"send webinar to {lee}", yes=True, work=False)  # the worker is busy
+    team.clock = lambda: utcnow() + timedelta(hours=3)
+    with pytest.raises(CommandFailed, match=r"is sending, 0/1 done \(it finishes on its own"):
+        team.run(f"send webinar to {lee}", yes=True)
+    team.work()
+    assert team.job(first.job or 0).status == "done" and len(team.sent()) == 1

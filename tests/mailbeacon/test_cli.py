@@ -153,3 +153,28 @@ def test_alerts_via_slack_are_taken_once_slack_is_configured(
     monkeypatch.setenv("MAILBEACON__SLACK__BOT_TOKEN", "xoxb-configured")
     assert main(["cmd", "alerts add on reply via slack", *me]) == 0
     assert capsys.readouterr().out.startswith("Alert #1: when someone replies to one of your")
+
+
+def test_cmd_no_wait_leaves_the_job_to_the_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILBEACON__DATA_DIR", str(tmp_path))
+    me = ["--as", "you@yourcompany.example"]
+    assert main(["import", str(EXAMPLES / "companies.csv")]) == 0
+    assert main(["import", str(EXAMPLES / "endusers.csv")]) == 0
+    capsys.readouterr()
+    send = 'send webinar to company.region = "EMEA"'
+    assert main(["cmd", send, *me, "--yes", "--no-wait", "--json"]) == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["job"]["status"] == "queued" and reply["data"]["emails"] == 4
+    assert not (tmp_path / "Maildir").exists()  # nothing sent until a worker runs it
+    assert main(["cmd", "jobs", *me]) == 0
+    assert capsys.readouterr().out == "#1 send-out of campaign #1: queued\n"
+    # `digest now`, waited for: with no worker running, cmd runs its own job, not the other.
+    assert main(["cmd", "digest now", *me]) == 0
+    out = capsys.readouterr().out
+    assert "Sent to you@yourcompany.example:\nYour mailbeacon digest for" in out
+    assert main(["cmd", "jobs", *me]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].startswith("#2 digest sent now: done: Sent to you@yourcompany.example")
+    assert listed[1] == "#1 send-out of campaign #1: queued"
