@@ -44,6 +44,8 @@ class Context:
     # What `alerts add … via` takes here: mailbeacon.channels.channel_names(settings).
     alert_channels: frozenset[str] = frozenset()
     confirmed: bool = False  # the user confirmed (a button, `--yes`): a send goes out
+    # Where the command came from, for a job to say how it ended: {"slack": {…}}; None: `cmd`.
+    reply_to: dict[str, Any] | None = None
 
 
 def find_template(connection: Connection, key: str) -> StoredTemplate:

@@ -101,13 +101,21 @@ def enqueue(
     *,
     owner_user_id: int | None,
     total: int | None = None,
+    reply_to: dict[str, Any] | None = None,
 ) -> int:
-    """A new job, in the caller's transaction: it exists exactly when the data it acts on does."""
+    """A new job, in the caller's transaction: it exists exactly when the data it acts on does.
+    `reply_to` says where to tell how it ended (the command's Context.reply_to)."""
     if kind not in _KINDS:
         raise ValueError(f"no job kind {kind!r}")
     job_id: int = connection.execute(
         jobs.insert()
-        .values(kind=kind, arguments=arguments, owner_user_id=owner_user_id, progress_total=total)
+        .values(
+            kind=kind,
+            arguments=arguments,
+            owner_user_id=owner_user_id,
+            progress_total=total,
+            reply_to=reply_to,
+        )
         .returning(jobs.c.id)
     ).scalar_one()
     return job_id
@@ -178,8 +186,10 @@ def run_claimed(
     context_for: Callable[[int | None], Context],
     clock: Clock = utcnow,
     stopping: threading.Event | None = None,
+    on_end: Callable[[Any], None] | None = None,
 ) -> None:
-    """Run a job this holder claimed, and record how it ended."""
+    """Run a job this holder claimed, and record how it ended; `on_end` then hears the row
+    (it tells the user, where the job has a `reply_to`)."""
     kind = _KINDS.get(row.kind)
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -200,6 +210,7 @@ def run_claimed(
                     progress_note=later.note,
                 )
             )
+        _tell(engine, row.id, on_end)
         return
     except CommandFailed as exc:
         error = str(exc)
@@ -208,6 +219,19 @@ def run_claimed(
         error = f"it failed unexpectedly ({type(exc).__name__}); the server log has the details"
     with engine.begin() as connection:
         _finish(connection, row.id, clock(), result=result, error=error)
+    _tell(engine, row.id, on_end)
+
+
+def _tell(engine: Engine, job_id: int, on_end: Callable[[Any], None] | None) -> None:
+    if on_end is None:
+        return
+    with engine.connect() as connection:
+        ended = get_job(connection, job_id)
+    if ended.reply_to:
+        try:
+            on_end(ended)
+        except Exception:  # the job is done either way; telling it is best effort
+            log.exception("job %s: could not tell how it ended", job_id)
 
 
 def _finish(
@@ -239,6 +263,7 @@ def run_due(
     *,
     only: int | None = None,
     stopping: threading.Event | None = None,
+    on_end: Callable[[Any], None] | None = None,
 ) -> int:
     """Run due jobs one after another until none is left (or just `only`); how many ran."""
     ran = 0
@@ -246,7 +271,7 @@ def run_due(
         not (stopping and stopping.is_set())
         and (row := claim(engine, owner, clock(), only=only)) is not None
     ):
-        run_claimed(engine, row, owner, context_for, clock, stopping)
+        run_claimed(engine, row, owner, context_for, clock, stopping, on_end)
         ran += 1
         if only is not None:
             break

@@ -180,6 +180,7 @@ def confirm_or_start(
         {"campaign": campaign_id},
         owner_user_id=context.user.id,
         total=len(send_out.outgoing),
+        reply_to=context.reply_to,
     )
     n = len(send_out.outgoing)
     text = (

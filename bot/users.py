@@ -78,3 +78,33 @@ def find_user(connection: Connection, email: str) -> User | None:
 def user_by_id(connection: Connection, user_id: int) -> User | None:
     row = connection.execute(select(users).where(users.c.id == user_id)).first()
     return None if row is None else _user(row)
+
+
+def user_by_slack_id(connection: Connection, slack_user_id: str) -> User | None:
+    row = connection.execute(select(users).where(users.c.slack_user_id == slack_user_id)).first()
+    return None if row is None else _user(row)
+
+
+def link_slack_user(
+    connection: Connection,
+    slack_user_id: str,
+    email: str,
+    name: str,
+    internal_domains: Sequence[str],
+) -> User | None:
+    """The internal user a Slack member is, by the email Slack reports: a configured user, or a
+    new member when the address is of an internal domain. None for anyone else."""
+    address = email.strip().lower()
+    found = find_user(connection, address)
+    if found is not None:
+        if found.slack_user_id not in (None, slack_user_id):
+            return None  # that user is linked to another Slack member (config says so)
+        connection.execute(
+            update(users).where(users.c.id == found.id).values(slack_user_id=slack_user_id)
+        )
+        return user_by_slack_id(connection, slack_user_id)
+    domain = address.rpartition("@")[2]
+    if not any(domain == d.lower() or domain.endswith(f".{d.lower()}") for d in internal_domains):
+        return None
+    connection.execute(users.insert().values(email=address, name=name, slack_user_id=slack_user_id))
+    return user_by_slack_id(connection, slack_user_id)

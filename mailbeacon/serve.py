@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from mailbeacon.server import create_app
 from mailbeacon.settings import Settings
+from mailbeacon.slackbot import slack_state
 from mailbeacon.worker import start_jobs
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
@@ -60,10 +61,7 @@ def serve(settings: Settings, engine: Engine, role: Role = "all") -> int:
     # 1 ms instead of 5 ms: bench/tracking.py measured +17% hits/s and half the p99.
     sys.setswitchinterval(0.001)
     print(f"mailbeacon: serving on http://{host}:{port} (tracking at {settings.tracking.base_url})")
-    if settings.slack.bot_token:
-        print("mailbeacon: Slack is on for alerts by direct message (slash commands come later)")
-    else:
-        print("mailbeacon: Slack is off: no Slack tokens are configured")
+    print(f"mailbeacon: {slack_state(settings)}")
     config = uvicorn_config(settings, engine, host, port, run_jobs=role == "all")
     uvicorn.Server(config).run()
     return 0

@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from mailbeacon.settings import Settings
+from mailbeacon.slackbot import slack_bot, slack_routes
 from mailbeacon.worker import start_jobs
 from notifier.desktop import desktop_routes
 from outreach.accounts import save_mailbox
@@ -90,6 +91,9 @@ def create_app(
             Route("/oauth/{service}/callback", oauth_callback),
         ]
     )
+    bot = slack_bot(settings, engine)
+    if bot is not None:
+        app.router.routes.extend(slack_routes(bot))
     return endpoints
 
 

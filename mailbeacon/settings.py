@@ -53,6 +53,12 @@ class SlackSettings:
     bot_token: str = ""
     # Slack's Web API; change it only for a test double.
     api_url: str = "https://slack.com/api/"
+    # The app's signing secret: requests to /slack/events are checked against it.
+    signing_secret: str = ""
+    # An app-level token (xapp-…, scope connections:write): Socket Mode, no public URL needed.
+    app_token: str = ""
+    # The slash command the app registers.
+    command: str = "/beacon"
 
 
 @dataclass(frozen=True)

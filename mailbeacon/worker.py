@@ -19,6 +19,7 @@ from bot.sendout import adopt_orphans
 from mailbeacon.channels import alert_channels
 from mailbeacon.context import job_contexts
 from mailbeacon.settings import Settings
+from mailbeacon.slackbot import slack_reports
 from notifier.channels import Channel
 from notifier.digests import send_due_digests
 from notifier.dispatcher import DeliveryReport, deliver, dispatch
@@ -155,7 +156,14 @@ def run_jobs(settings: Settings, engine: Engine, worker: Worker) -> int:
     """Every job that is due, including those a dead process left running, and a job for any
     send-out that has none (one left unfinished by an older version)."""
     adopt_orphans(engine)
-    return run_due(engine, worker.owner, job_contexts(settings, engine), stopping=worker.stopping)
+    reports = slack_reports(settings)
+    return run_due(
+        engine,
+        worker.owner,
+        job_contexts(settings, engine),
+        stopping=worker.stopping,
+        on_end=reports.job_ended if reports else None,
+    )
 
 
 def start_jobs(settings: Settings, engine: Engine) -> Jobs:

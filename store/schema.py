@@ -378,6 +378,7 @@ jobs = Table(
     Column("result", JSON),
     Column("error", Text),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("reply_to", JSON),  # where to say how it ended: {"slack": {…}} for a Slack command
     Column("claimed_by", String(64)),
     Column("heartbeat_at", UTCDateTime()),
     Column("run_after", UTCDateTime()),  # not before then (a paused send-out waits)
@@ -386,4 +387,13 @@ jobs = Table(
     Column("finished_at", UTCDateTime()),
     CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="status"),
     Index(None, "status", "run_after"),
+)
+
+# Slack requests already handled (an event id, a button press): a retry or a second press has
+# no second effect.
+slack_seen = Table(
+    "slack_seen",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    _created(),
 )

@@ -47,7 +47,9 @@ def digest(command: Digest, context: Context) -> Reply:
     user = context.user
     if command.action == "now":
         with context.engine.begin() as connection:
-            job_id = enqueue(connection, "digest", {}, owner_user_id=user.id)
+            job_id = enqueue(
+                connection, "digest", {}, owner_user_id=user.id, reply_to=context.reply_to
+            )
         return Reply(
             f"Your digest is on its way to {user.email} (job #{job_id}).",
             {"job": job_id},

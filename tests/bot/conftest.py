@@ -48,9 +48,9 @@ class Team:
             self.work(reply.job)
         return reply
 
-    def work(self, only: int | None = None) -> int:
+    def work(self, only: int | None = None, on_end: Callable[[Any], None] | None = None) -> int:
         contexts = job_contexts(self.settings, self.engine, self.clock)
-        return run_due(self.engine, "test-worker", contexts, self.clock, only=only)
+        return run_due(self.engine, "test-worker", contexts, self.clock, only=only, on_end=on_end)
 
     def job(self, job_id: int) -> Any:
         with self.engine.connect() as connection:

@@ -1,20 +1,71 @@
 """A stateful fake of the Slack Web API methods mailbeacon calls, on loopback, for the real
-slack_sdk WebClient (`base_url`): users.lookupByEmail, conversations.open (a DM per user),
-chat.postMessage (kept, with its metadata) and conversations.history. It checks the bot token,
-records every call, and can answer 429 with Retry-After, as Slack's rate limits do."""
+slack_sdk clients (`base_url`): auth.test, users.info, users.lookupByEmail, conversations.open
+(a DM per user), chat.postMessage (kept, with its metadata), chat.update and
+conversations.history; and response URLs (`/response/<n>`), as Slack gives one with each
+command. It checks the bot token, records every call, and can answer 429 with Retry-After, as
+Slack's rate limits do. `signed()` signs a request to the app as Slack would."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from slack_sdk.signature import SignatureVerifier
 
 BOT_TOKEN = "xoxb-fake-bot-token"
+APP_TOKEN = "xapp-fake-app-token"  # app-level: Socket Mode's apps.connections.open
+SIGNING_SECRET = "fake-signing-secret-0123456789abcdef"
 Json = dict[str, Any]
+
+
+def signed(
+    body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None
+) -> dict[str, str]:
+    """The headers Slack sends with `body`: its timestamp and signature."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body) or ""
+    return {
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def command_body(text: str, user: str, response_url: str, command: str = "/beacon") -> str:
+    """A slash command as Slack posts it (form-encoded)."""
+    return urlencode(
+        {
+            "token": "unused",
+            "team_id": "T0001",
+            "channel_id": "C0001",
+            "user_id": user,
+            "command": command,
+            "text": text,
+            "response_url": response_url,
+            "trigger_id": "1.2.3",
+        }
+    )
+
+
+def action_body(action_id: str, value: str, user: str, response_url: str) -> str:
+    """A button press as Slack posts it: `payload=` with the JSON."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T0001"},
+        "user": {"id": user},
+        "channel": {"id": "C0001"},
+        "response_url": response_url,
+        "trigger_id": "1.2.4",
+        "actions": [{"action_id": action_id, "value": value, "type": "button"}],
+    }
+    return urlencode({"payload": json.dumps(payload)})
 
 
 @dataclass
@@ -29,6 +80,9 @@ class Posted:
 @dataclass
 class FakeSlack:
     members: dict[str, str] = field(default_factory=dict)  # email -> user id
+    responses: list[tuple[str, Json]] = field(default_factory=list)  # (response URL, message)
+    # More methods, by name: (arguments) -> the answer. Other fakes extend this one so.
+    methods: dict[str, Callable[[Json], Json]] = field(default_factory=dict)
     calls: list[tuple[str, Json]] = field(default_factory=list)  # (method, arguments)
     posted: list[Posted] = field(default_factory=list)
     _limited: dict[str, int] = field(default_factory=dict)  # method -> 429s still to answer
@@ -55,6 +109,13 @@ class FakeSlack:
                     arguments.update(json.loads(body or "{}"))
                 else:
                     arguments.update(parse_qsl(body))
+                if url.path.startswith("/response/"):
+                    fake.responses.append((url.path, json.loads(body or "{}")))
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                    return
                 method = url.path.removeprefix("/api/")
                 status, answer, headers = fake.answer(
                     method, arguments, self.headers.get("Authorization", "")
@@ -88,17 +149,44 @@ class FakeSlack:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}/api/"
 
+    def response_url(self, name: str = "1") -> str:
+        """A response URL that this fake keeps what is posted to."""
+        return self.url.replace("/api/", f"/response/{name}")
+
+    def said(self, name: str = "1") -> list[Json]:
+        """What was posted to that response URL, in order."""
+        return [message for path, message in self.responses if path == f"/response/{name}"]
+
     def rate_limit(self, method: str, times: int = 1) -> None:
         """The next `times` calls of `method` answer 429 with Retry-After."""
         self._limited[method] = times
 
     def answer(self, method: str, arguments: Json, authorization: str) -> tuple[int, Json, Json]:
         self.calls.append((method, arguments))
-        if authorization != f"Bearer {BOT_TOKEN}":
+        token = APP_TOKEN if method.startswith("apps.") else BOT_TOKEN
+        if authorization != f"Bearer {token}":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         if self._limited.get(method):
             self._limited[method] -= 1
             return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "3"}
+        if method in self.methods:
+            return 200, self.methods[method](arguments), {}
+        if method == "auth.test":
+            return 200, {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T0001"}, {}
+        if method == "users.info":
+            emails = {user: email for email, user in self.members.items()}
+            email = emails.get(str(arguments.get("user")))
+            if email is None:
+                return 200, {"ok": False, "error": "user_not_found"}, {}
+            profile = {"email": email, "real_name": email.split("@")[0].title()}
+            return 200, {"ok": True, "user": {"id": arguments["user"], "profile": profile}}, {}
+        if method == "chat.update":
+            for p in self.posted:
+                if p.channel == arguments.get("channel") and p.ts == arguments.get("ts"):
+                    p.text = str(arguments.get("text", ""))
+                    p.blocks = list(arguments.get("blocks") or [])
+                    return 200, {"ok": True, "channel": p.channel, "ts": p.ts}, {}
+            return 200, {"ok": False, "error": "message_not_found"}, {}
         if method == "users.lookupByEmail":
             user = self.members.get(str(arguments.get("email", "")).lower())
             if user is None:

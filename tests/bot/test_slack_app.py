@@ -1,0 +1,237 @@
+"""/beacon in Slack, as bolt's own tests do it: signed requests into our server, the real
+slack_sdk clients pointed at the fake Slack Web API, on both databases."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+from slack_sdk import WebClient
+from sqlalchemy import update
+
+from bot.context import Context, Reply
+from bot.registry import command, unregister
+from bot.slack_reports import SlackReports
+from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
+from store.schema import endusers
+from tests.bot.conftest import BOSS, MEMBER, Team
+from tests.fakes.slack import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    FakeSlack,
+    action_body,
+    command_body,
+    signed,
+)
+
+UBOSS, UMEMBER, UNEW, USTRANGER = "UBOSS", "UMEMBER", "UNEW", "USTRANGER"
+LEE = "lee.chen@acme-logistics.example"
+
+
+class Slack:
+    """The team's server with Slack on, and the fake Slack it talks to."""
+
+    def __init__(self, team: Team, fake: FakeSlack, base: str) -> None:
+        self.team = team
+        self.fake = fake
+        self.base = base
+        self._urls = iter(range(1, 10_000))
+
+    def post(self, body: str, **headers: str) -> httpx.Response:
+        return httpx.post(
+            f"{self.base}/slack/events", content=body, headers={**signed(body), **headers}
+        )
+
+    def command(self, text: str, user: str = UBOSS) -> tuple[httpx.Response, str]:
+        """`/beacon <text>` typed by `user`: the HTTP answer and the response URL's name."""
+        name = str(next(self._urls))
+        answer = self.post(command_body(text, user, self.fake.response_url(name)))
+        return answer, name
+
+    def answer(self, name: str, count: int = 1) -> dict[str, Any]:
+        """The `count`-th message posted to a response URL, once it has come."""
+        deadline = time.monotonic() + 10
+        while len(said := self.fake.said(name)) < count:
+            assert time.monotonic() < deadline, f"no message {count} at response URL {name}"
+            time.sleep(0.01)
+        return said[count - 1]
+
+    def press(self, message: dict[str, Any], action: str, user: str = UBOSS) -> str:
+        [value] = [
+            element["value"]
+            for block in message["blocks"]
+            if block["type"] == "actions"
+            for element in block["elements"]
+            if element["action_id"] == action
+        ]
+        name = str(next(self._urls))
+        answer = self.post(action_body(action, value, user, self.fake.response_url(name)))
+        assert answer.status_code == 200
+        return name
+
+
+@pytest.fixture
+def slack(team: Team) -> Iterator[Slack]:
+    with FakeSlack(
+        members={
+            BOSS: UBOSS,
+            MEMBER: UMEMBER,
+            "newcomer@us.example": UNEW,
+            "someone@elsewhere.example": USTRANGER,
+        }
+    ) as fake:
+        team.settings = replace(
+            team.settings,
+            internal_domains=["us.example"],
+            slack=replace(
+                team.settings.slack,
+                bot_token=BOT_TOKEN,
+                signing_secret=SIGNING_SECRET,
+                api_url=fake.url,
+            ),
+        )
+        port = free_port()
+        config = uvicorn_config(
+            team.settings, team.engine, "127.0.0.1", port, "warning", run_jobs=False
+        )
+        with running_in_thread(config):
+            yield Slack(team, fake, f"http://127.0.0.1:{port}")
+
+
+def text_of(message: dict[str, Any]) -> str:
+    return json.dumps(message["blocks"])
+
+
+def test_a_command_is_answered_in_block_kit_through_the_response_url(slack: Slack) -> None:
+    answer, url = slack.command("templates")
+    assert (answer.status_code, answer.text) == (200, "")  # the ack: at once, empty
+    message = slack.answer(url)
+    assert message["response_type"] == "ephemeral"
+    assert "outage" in text_of(message) and "webinar" in text_of(message)
+    assert all(block["type"] in ("section", "context", "header") for block in message["blocks"])
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({"X-Slack-Signature": "v0=" + "0" * 64}, "a forged signature"),
+        (signed("x", timestamp=int(time.time()) - 301), "a timestamp 5 minutes old"),
+        (signed("x", secret="another-secret"), "another app's secret"),
+    ],
+)
+def test_a_request_not_signed_by_slack_gets_401_and_does_nothing(
+    slack: Slack, headers: dict[str, str], why: str
+) -> None:
+    body = command_body("help", UBOSS, slack.fake.response_url("x"))
+    answer = httpx.post(
+        f"{slack.base}/slack/events", content=body, headers={**signed(body), **headers}
+    )
+    assert answer.status_code == 401, why
+    time.sleep(0.2)
+    assert slack.fake.said("x") == []
+
+
+def test_who_is_asking(slack: Slack) -> None:
+    _, url = slack.command("me", USTRANGER)
+    assert slack.answer(url)["text"].startswith("mailbeacon does not know you yet")
+    assert slack.team.user(BOSS).slack_user_id is None
+    _, url = slack.command("me", UBOSS)  # a configured user, by the email Slack reports
+    assert "boss@us.example" in text_of(slack.answer(url))
+    assert slack.team.user(BOSS).slack_user_id == UBOSS
+    _, url = slack.command("me", UNEW)  # of an internal domain: becomes a member
+    assert "newcomer@us.example" in text_of(slack.answer(url))
+    newcomer = slack.team.user("newcomer@us.example")
+    assert (newcomer.role, newcomer.slack_user_id) == ("member", UNEW)
+
+
+def test_a_mistake_says_what_was_wrong_with_the_usage(slack: Slack) -> None:
+    _, url = slack.command("sned outage to x@y.example")
+    message = slack.answer(url)
+    assert message["text"] == "`sned` is not a command. Did you mean `send`?"
+    _, url = slack.command("campaign #99")
+    message = slack.answer(url)
+    assert ":warning: there is no campaign `#99`" in text_of(message)
+    assert "usage: `/beacon campaign &lt;id|name&gt;`" in text_of(message)
+
+
+def test_send_previews_with_buttons_that_work_once_and_only_for_the_asker(slack: Slack) -> None:
+    _, url = slack.command(f"send webinar to {LEE}")
+    preview = slack.answer(url)
+    assert "First email, to lee.chen@acme-logistics.example" in preview["text"]
+    assert slack.team.sent() == []
+    refused = slack.press(preview, "confirm", UMEMBER)
+    assert slack.answer(refused)["text"] == "Only the person who asked can press this."
+    sent = slack.press(preview, "confirm")
+    started = slack.answer(sent)
+    assert started["replace_original"] is True
+    assert "on the way as job #1" in started["text"]
+    again = slack.press(preview, "confirm")
+    assert slack.answer(again)["text"] == "This was already answered: nothing more happens."
+    cancel = slack.press(preview, "cancel")
+    assert slack.answer(cancel)["text"] == "This was already answered: nothing more happens."
+    # The worker runs the job and says how it ended, through the same response URL.
+    reports = SlackReports(WebClient(token=BOT_TOKEN, base_url=slack.fake.url))
+    assert slack.team.work(on_end=reports.job_ended) == 1
+    assert slack.answer(sent, 2)["text"] == "Campaign #1 (webinar): sent 1 of 1 email."
+    assert len(slack.team.sent()) == 1
+
+
+def test_cancel_sends_nothing(slack: Slack) -> None:
+    _, url = slack.command(f"send webinar to {LEE}")
+    cancelled = slack.press(slack.answer(url), "cancel")
+    assert slack.answer(cancelled)["text"] == "Cancelled: nothing was sent."
+    assert slack.team.work() == 0 and slack.team.sent() == []
+
+
+def test_a_request_slack_retries_has_one_effect(slack: Slack) -> None:
+    body = command_body("help", UBOSS, slack.fake.response_url("r"))
+    assert slack.post(body).status_code == 200
+    assert slack.post(body, **{"X-Slack-Retry-Num": "1"}).status_code == 200
+    slack.answer("r")
+    time.sleep(0.3)
+    assert len(slack.fake.said("r")) == 1
+
+
+@pytest.fixture
+def slow() -> Iterator[threading.Event]:
+    go = threading.Event()
+
+    @command("slow", usage="/beacon slow", summary="Takes its time")
+    def slow_handler(_: None, context: Context) -> Reply:
+        go.wait(10)
+        return Reply("done at last", {"done": True})
+
+    yield go
+    go.set()
+    unregister("slow")
+
+
+def test_the_ack_comes_before_the_work(slack: Slack, slow: threading.Event) -> None:
+    started = time.monotonic()
+    answer, url = slack.command("slow")
+    assert answer.status_code == 200 and time.monotonic() - started < 3
+    assert slack.fake.said(url) == []  # the work is still going on
+    slow.set()
+    assert slack.answer(url)["text"] == "done at last"
+
+
+def test_strangers_text_is_escaped_everywhere(slack: Slack) -> None:
+    _, url = slack.command("preview webinar to pinger@acme-logistics.example")
+    slack.answer(url)
+    with slack.team.engine.begin() as connection:
+        connection.execute(
+            update(endusers)
+            .where(endusers.c.email == LEE)
+            .values(name="<!channel> & <@U123|everyone>")
+        )
+    _, url = slack.command(f"send webinar to {LEE}")
+    preview = slack.answer(url)
+    everything = json.dumps(preview)
+    assert "<!channel>" not in everything and "<@U123" not in everything
+    assert "&lt;!channel&gt; &amp; &lt;@U123|everyone&gt;" in everything
