@@ -29,6 +29,20 @@ from store.schema import slack_seen
 
 log = logging.getLogger(__name__)
 Message = dict[str, Any]
+# What a command does in Slack besides its answer (the stats chart): by command name, called
+# with the bot, the request's body and the command's reply, after the answer is sent.
+Also = Callable[["SlackBot", dict[str, Any], Reply], Awaitable[None]]
+_ALSO: dict[str, Also] = {}
+
+
+def also_in_slack(name: str) -> Callable[[Also], Also]:
+    def register(also: Also) -> Also:
+        _ALSO[name] = also
+        return also
+
+    return register
+
+
 NOT_LINKED = (
     "mailbeacon does not know you yet: ask an admin to add your email address under `users:` "
     "in its config (or your Slack user id as `slack_user_id`)."
@@ -125,19 +139,25 @@ class SlackBot:
             }
         }
         text = body.get("text") or ""
-        message = await asyncio.to_thread(self.run, text, user, reply_to, confirmed=False)
-        await respond(**message)
+        answer = await asyncio.to_thread(self.run, text, user, reply_to, confirmed=False)
+        await respond(**answer.message)
+        also = _ALSO.get(answer.command or "")
+        if also is not None and answer.reply is not None:
+            try:
+                await also(self, body, answer.reply)
+            except Exception:  # the answer is out; what comes besides it is best effort
+                log.exception("slack: what comes after %s failed", answer.command)
 
-    def run(self, text: str, user: User, reply_to: dict[str, Any], *, confirmed: bool) -> Message:
+    def run(self, text: str, user: User, reply_to: dict[str, Any], *, confirmed: bool) -> Answer:
         """A command, answered as a Slack message (ephemeral: only the asker sees it)."""
         try:
             parsed = parse(text)
         except CommandError as exc:
-            return failure(exc.message, exc.usage)
+            return Answer(failure(exc.message, exc.usage))
         try:
             reply = execute(parsed, self.context_for(user, reply_to), confirmed=confirmed)
         except CommandFailed as exc:
-            return failure(str(exc), parsed.spec.usage)
+            return Answer(failure(str(exc), parsed.spec.usage), parsed.spec.name)
         message = {
             "response_type": "ephemeral",
             "text": escape(reply.text)[:3000],
@@ -145,7 +165,7 @@ class SlackBot:
         }
         if reply.needs_confirmation:
             message["blocks"] = [*message["blocks"][:47], *confirm_buttons(text, reply_to)]
-        return message
+        return Answer(message, parsed.spec.name, reply)
 
     # --- Send / Cancel ------------------------------------------------------------------
 
@@ -157,10 +177,10 @@ class SlackBot:
         user, value = pressed
         # The job says how it ended through this press's response URL, the newer one.
         slack = {**value["reply_to"]["slack"], "response_url": body.get("response_url")}
-        message = await asyncio.to_thread(
+        answer = await asyncio.to_thread(
             self.run, value["text"], user, {"slack": slack}, confirmed=True
         )
-        await respond(replace_original=True, **message)
+        await respond(replace_original=True, **answer.message)
 
     async def _cancel(self, ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
@@ -192,6 +212,13 @@ class SlackBot:
             await respond(replace_original=False, response_type="ephemeral", text=NOT_LINKED)
             return None
         return user, value
+
+
+@dataclass(frozen=True)
+class Answer:
+    message: Message  # what the asker sees
+    command: str | None = None  # which command answered, when the words named one
+    reply: Reply | None = None  # its reply, when it did not fail
 
 
 def confirm_buttons(text: str, reply_to: dict[str, Any]) -> list[Block]:

@@ -1,13 +1,17 @@
 """A team as the command tests see it: the example audience and templates, an admin and a
-member, a Maildir mailbox; commands run as `/beacon` runs them, and a worker runs their jobs."""
+member, a Maildir mailbox; commands run as `/beacon` runs them, and a worker runs their jobs.
+`slack`: the team's server with Slack on, talking to the fake Slack, for signed requests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 
@@ -16,11 +20,20 @@ from bot.jobs import get_job, run_due
 from bot.registry import run_text
 from bot.users import User, UserSettings, find_user, sync_config_users
 from mailbeacon.context import command_context, job_contexts
+from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from mailbeacon.settings import Settings
 from outreach.importer import import_file
 from outreach.templates import sync_templates
 from store.clock import utcnow
 from tests.conftest import settings_for
+from tests.fakes.slack import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    FakeSlack,
+    action_body,
+    command_body,
+    signed,
+)
 from tests.helpers import sent_mail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +92,77 @@ def team(engine: Engine, db_url: str, tmp_path: Path) -> Team:
         OUTREACH__ADMIN_SEND_THRESHOLD="2",
     )
     return Team(engine, settings, tmp_path)
+
+
+UBOSS, UMEMBER, UNEW, USTRANGER = "UBOSS", "UMEMBER", "UNEW", "USTRANGER"
+LEE = "lee.chen@acme-logistics.example"
+
+
+class Slack:
+    """The team's server with Slack on, and the fake Slack it talks to."""
+
+    def __init__(self, team: Team, fake: FakeSlack, base: str) -> None:
+        self.team = team
+        self.fake = fake
+        self.base = base
+        self._urls = iter(range(1, 10_000))
+
+    def post(self, body: str, **headers: str) -> httpx.Response:
+        return httpx.post(
+            f"{self.base}/slack/events", content=body, headers={**signed(body), **headers}
+        )
+
+    def command(self, text: str, user: str = UBOSS) -> tuple[httpx.Response, str]:
+        """`/beacon <text>` typed by `user`: the HTTP answer and the response URL's name."""
+        name = str(next(self._urls))
+        answer = self.post(command_body(text, user, self.fake.response_url(name)))
+        return answer, name
+
+    def answer(self, name: str, count: int = 1) -> dict[str, Any]:
+        """The `count`-th message posted to a response URL, once it has come."""
+        deadline = time.monotonic() + 10
+        while len(said := self.fake.said(name)) < count:
+            assert time.monotonic() < deadline, f"no message {count} at response URL {name}"
+            time.sleep(0.01)
+        return said[count - 1]
+
+    def press(self, message: dict[str, Any], action: str, user: str = UBOSS) -> str:
+        [value] = [
+            element["value"]
+            for block in message["blocks"]
+            if block["type"] == "actions"
+            for element in block["elements"]
+            if element["action_id"] == action
+        ]
+        name = str(next(self._urls))
+        answer = self.post(action_body(action, value, user, self.fake.response_url(name)))
+        assert answer.status_code == 200
+        return name
+
+
+@pytest.fixture
+def slack(team: Team) -> Iterator[Slack]:
+    with FakeSlack(
+        members={
+            BOSS: UBOSS,
+            MEMBER: UMEMBER,
+            "newcomer@us.example": UNEW,
+            "someone@elsewhere.example": USTRANGER,
+        }
+    ) as fake:
+        team.settings = replace(
+            team.settings,
+            internal_domains=["us.example"],
+            slack=replace(
+                team.settings.slack,
+                bot_token=BOT_TOKEN,
+                signing_secret=SIGNING_SECRET,
+                api_url=fake.url,
+            ),
+        )
+        port = free_port()
+        config = uvicorn_config(
+            team.settings, team.engine, "127.0.0.1", port, "warning", run_jobs=False
+        )
+        with running_in_thread(config):
+            yield Slack(team, fake, f"http://127.0.0.1:{port}")

@@ -7,7 +7,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -18,90 +17,9 @@ from sqlalchemy import update
 from bot.context import Context, Reply
 from bot.registry import command, unregister
 from bot.slack_reports import SlackReports
-from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from store.schema import endusers
-from tests.bot.conftest import BOSS, MEMBER, Team
-from tests.fakes.slack import (
-    BOT_TOKEN,
-    SIGNING_SECRET,
-    FakeSlack,
-    action_body,
-    command_body,
-    signed,
-)
-
-UBOSS, UMEMBER, UNEW, USTRANGER = "UBOSS", "UMEMBER", "UNEW", "USTRANGER"
-LEE = "lee.chen@acme-logistics.example"
-
-
-class Slack:
-    """The team's server with Slack on, and the fake Slack it talks to."""
-
-    def __init__(self, team: Team, fake: FakeSlack, base: str) -> None:
-        self.team = team
-        self.fake = fake
-        self.base = base
-        self._urls = iter(range(1, 10_000))
-
-    def post(self, body: str, **headers: str) -> httpx.Response:
-        return httpx.post(
-            f"{self.base}/slack/events", content=body, headers={**signed(body), **headers}
-        )
-
-    def command(self, text: str, user: str = UBOSS) -> tuple[httpx.Response, str]:
-        """`/beacon <text>` typed by `user`: the HTTP answer and the response URL's name."""
-        name = str(next(self._urls))
-        answer = self.post(command_body(text, user, self.fake.response_url(name)))
-        return answer, name
-
-    def answer(self, name: str, count: int = 1) -> dict[str, Any]:
-        """The `count`-th message posted to a response URL, once it has come."""
-        deadline = time.monotonic() + 10
-        while len(said := self.fake.said(name)) < count:
-            assert time.monotonic() < deadline, f"no message {count} at response URL {name}"
-            time.sleep(0.01)
-        return said[count - 1]
-
-    def press(self, message: dict[str, Any], action: str, user: str = UBOSS) -> str:
-        [value] = [
-            element["value"]
-            for block in message["blocks"]
-            if block["type"] == "actions"
-            for element in block["elements"]
-            if element["action_id"] == action
-        ]
-        name = str(next(self._urls))
-        answer = self.post(action_body(action, value, user, self.fake.response_url(name)))
-        assert answer.status_code == 200
-        return name
-
-
-@pytest.fixture
-def slack(team: Team) -> Iterator[Slack]:
-    with FakeSlack(
-        members={
-            BOSS: UBOSS,
-            MEMBER: UMEMBER,
-            "newcomer@us.example": UNEW,
-            "someone@elsewhere.example": USTRANGER,
-        }
-    ) as fake:
-        team.settings = replace(
-            team.settings,
-            internal_domains=["us.example"],
-            slack=replace(
-                team.settings.slack,
-                bot_token=BOT_TOKEN,
-                signing_secret=SIGNING_SECRET,
-                api_url=fake.url,
-            ),
-        )
-        port = free_port()
-        config = uvicorn_config(
-            team.settings, team.engine, "127.0.0.1", port, "warning", run_jobs=False
-        )
-        with running_in_thread(config):
-            yield Slack(team, fake, f"http://127.0.0.1:{port}")
+from tests.bot.conftest import BOSS, LEE, UBOSS, UMEMBER, UNEW, USTRANGER, Slack
+from tests.fakes.slack import BOT_TOKEN, command_body, signed
 
 
 def text_of(message: dict[str, Any]) -> str:
