@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
+from bot import slack_views
 from bot.blocks import Block, actions, blocks_for, button, context, escape, section
 from bot.context import CommandFailed, Context, Reply
 from bot.grammar import CommandError
@@ -86,6 +87,8 @@ class SlackBot:
         self.app.command(settings.command)(self._command)
         self.app.action("confirm")(self._confirm)
         self.app.action("cancel")(self._cancel)
+        self.not_linked = NOT_LINKED
+        slack_views.register(self)
 
     # --- cross-cutting -----------------------------------------------------------------
 
@@ -139,6 +142,9 @@ class SlackBot:
             }
         }
         text = body.get("text") or ""
+        if text.strip().lower() == "send" and body.get("trigger_id"):
+            await slack_views.open_compose(self, body["trigger_id"])
+            return
         answer = await asyncio.to_thread(self.run, text, user, reply_to, confirmed=False)
         await respond(**answer.message)
         also = _ALSO.get(answer.command or "")
@@ -147,6 +153,17 @@ class SlackBot:
                 await also(self, body, answer.reply)
             except Exception:  # the answer is out; what comes besides it is best effort
                 log.exception("slack: what comes after %s failed", answer.command)
+
+    async def answer(self, body: dict[str, Any], text: str, respond: Any) -> None:
+        """A command a button stands for (open a campaign), answered to whoever pressed it."""
+        slack_user = body["user"]["id"]
+        user = await self.who(slack_user)
+        if user is None:
+            await respond(replace_original=False, response_type="ephemeral", text=NOT_LINKED)
+            return
+        reply_to = {"slack": {"user": slack_user, "response_url": body.get("response_url")}}
+        answer = await asyncio.to_thread(self.run, text, user, reply_to, confirmed=False)
+        await respond(replace_original=False, **answer.message)
 
     def run(self, text: str, user: User, reply_to: dict[str, Any], *, confirmed: bool) -> Answer:
         """A command, answered as a Slack message (ephemeral: only the asker sees it)."""

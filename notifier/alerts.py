@@ -27,6 +27,8 @@ class Happening:
 class Alert:
     title: str
     details: str
+    # The campaigns it is about, for channels that offer buttons (Slack: open, follow up).
+    campaigns: tuple[int, ...] = ()
 
     def html(self) -> str:
         return (
@@ -56,4 +58,5 @@ def describe(event: Happening) -> Alert:
     details.append(f"{event.at:%Y-%m-%d %H:%M} UTC")
     if event.machine_reason:
         details.append(f"a machine ({event.machine_reason})")
-    return Alert(title, " · ".join(details))
+    campaigns = () if event.campaign_id is None else (event.campaign_id,)
+    return Alert(title, " · ".join(details), campaigns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from slack_sdk import WebClient
@@ -32,17 +33,8 @@ class SlackChannel:
                 return
             self._client.chat_postMessage(
                 channel=dm,
-                text=f"{alert.title}\n{alert.details}",
-                blocks=[
-                    {
-                        "type": "section",
-                        "text": {"type": "mrkdwn", "text": f"*{_escape(alert.title)}*"},
-                    },
-                    {
-                        "type": "context",
-                        "elements": [{"type": "mrkdwn", "text": _escape(alert.details)}],
-                    },
-                ],
+                text=escape(f"{alert.title}\n{alert.details}"),
+                blocks=alert_blocks(alert),
                 metadata={"event_type": METADATA_TYPE, "event_payload": {"key": key}},
             )
         except SlackApiError as exc:
@@ -81,6 +73,36 @@ def _explain(exc: SlackApiError, recipient: Recipient) -> str:
     return f"Slack answered {error or exc}"
 
 
-def _escape(text: str) -> str:
-    """Slack's mrkdwn reads &, < and > as markup."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def escape(text: object) -> str:
+    """mrkdwn's three control characters: `<!channel>` from a stranger pings nobody."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def alert_blocks(alert: Alert) -> list[dict[str, Any]]:
+    """The alert, and for each campaign it names the buttons to open it and to follow up
+    (the bot's `open_campaign` and `follow_up` actions)."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escape(alert.title)}*"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(alert.details)}]},
+    ]
+    for campaign in alert.campaigns[:20]:
+        follow = {"campaign": campaign, "outcome": "opened", "include_machine": False}
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    _button(f"Open campaign #{campaign}", "open_campaign", str(campaign)),
+                    _button("Follow up…", "follow_up", json.dumps(follow)),
+                ],
+            }
+        )
+    return blocks
+
+
+def _button(text: str, action_id: str, value: str) -> dict[str, Any]:
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text},
+        "action_id": action_id,
+        "value": value,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from slack_sdk import WebClient
@@ -30,7 +31,8 @@ def _channel(slack: FakeSlack, token: str = BOT_TOKEN) -> SlackChannel:
 def test_an_alert_is_a_dm_with_the_title_in_bold_and_the_details_below(slack: FakeSlack) -> None:
     _channel(slack).send(LINKED, ALERT, key="7")
     [message] = slack.posted_to("U0MARIA")
-    assert message.text == "Dana <Reyes> opened “Outage”\nAcme & Co · dana@acme.example"
+    # Strangers' text is escaped in the plain text too: `<!channel>` there would ping everyone.
+    assert message.text == "Dana &lt;Reyes&gt; opened “Outage”\nAcme &amp; Co · dana@acme.example"
     section, context = message.blocks
     assert section["text"]["text"] == "*Dana &lt;Reyes&gt; opened “Outage”*"
     assert context["elements"][0]["text"] == "Acme &amp; Co · dana@acme.example"
@@ -93,3 +95,13 @@ def test_slack_out_of_reach_is_a_failed_attempt() -> None:
     channel = SlackChannel(WebClient(token=BOT_TOKEN, base_url=url, timeout=2))
     with pytest.raises(ChannelError, match="cannot reach Slack"):
         channel.send(LINKED, ALERT, key="1")
+
+
+def test_an_alert_about_a_campaign_has_buttons_to_open_it_and_follow_up(slack: FakeSlack) -> None:
+    _channel(slack).send(LINKED, replace(ALERT, campaigns=(12,)), key="9")
+    [message] = slack.posted_to("U0MARIA")
+    [buttons] = [block for block in message.blocks if block["type"] == "actions"]
+    assert [(b["action_id"], b["value"]) for b in buttons["elements"]] == [
+        ("open_campaign", "12"),
+        ("follow_up", '{"campaign": 12, "outcome": "opened", "include_machine": false}'),
+    ]
