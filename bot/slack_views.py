@@ -242,6 +242,11 @@ def register(bot: SlackBot) -> None:
         campaign = body["actions"][0]["value"]
         await bot.answer(body, f"campaign {int(campaign)}", respond)
 
+    @app.action("nonopeners")
+    async def nonopeners(ack: Any, body: Json, respond: Any) -> None:
+        await ack()
+        await bot.answer(body, f"nonopeners {int(body['actions'][0]['value'])}", respond)
+
     @app.action("follow_up")
     async def follow_up(ack: Any, body: Json) -> None:
         await ack()

@@ -173,11 +173,10 @@ def start_jobs(settings: Settings, engine: Engine) -> Jobs:
     alerts_on = settings.notifier.dispatch_seconds > 0
     # Built once: the Slack channel remembers the members it looked up.
     channels = alert_channels(settings, engine)
-    email = channels["email"]
     rounds: list[tuple[Callable[[], object], float]] = [
         (lambda: _log_sync(sync_replies(settings, engine)), settings.tracking.reply_sync_seconds),
         (lambda: _log_alerts(send_alerts(engine, channels)), settings.notifier.dispatch_seconds),
-        (lambda: send_due_digests(engine, email), DIGEST_CHECK_SECONDS if alerts_on else 0),
+        (lambda: send_due_digests(engine, channels), DIGEST_CHECK_SECONDS if alerts_on else 0),
     ]
     rounds = [(work, seconds) for work, seconds in rounds if seconds > 0]
     worker = Worker(engine)

@@ -7,6 +7,7 @@ the day before, sent once per user per day even across restarts.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -66,6 +67,7 @@ class Digest:
     reply_rate: float | None
     engaged: tuple[Engaged, ...] = ()  # people who did something that day, any email of theirs
     not_opened: dict[str, int] = field(default_factory=dict)  # campaign -> emails not opened
+    not_opened_ids: tuple[int, ...] = ()  # those campaigns, for buttons where a channel has them
 
 
 def gather(connection: Connection, user_id: int, day: date, time_zone: str) -> Digest:
@@ -96,7 +98,7 @@ def gather(connection: Connection, user_id: int, day: date, time_zone: str) -> D
         click_rate=_percent(clicks),
         reply_rate=_percent(replies),
         engaged=_engaged(connection, user_id, start, end),
-        not_opened=_not_opened(connection, user_id, end),
+        **_not_opened(connection, user_id, end),
     )
 
 
@@ -130,9 +132,9 @@ def _engaged(
     )
 
 
-def _not_opened(connection: Connection, user_id: int, end: datetime) -> dict[str, int]:
+def _not_opened(connection: Connection, user_id: int, end: datetime) -> dict[str, Any]:
     query = (
-        select(func.coalesce(campaigns.c.name, ""), func.count())
+        select(campaigns.c.id, func.coalesce(campaigns.c.name, ""), func.count())
         .select_from(
             engagements.join(emails, emails.c.id == engagements.c.email_id).outerjoin(
                 campaigns, campaigns.c.id == emails.c.campaign_id
@@ -144,10 +146,14 @@ def _not_opened(connection: Connection, user_id: int, end: datetime) -> dict[str
             emails.c.sent_at < end,
             engagements.c.open_rate == 0,
         )
-        .group_by(campaigns.c.name)
-        .order_by(campaigns.c.name)
+        .group_by(campaigns.c.id, campaigns.c.name)
+        .order_by(campaigns.c.name, campaigns.c.id)
     )
-    return {name or "(single emails)": count for name, count in connection.execute(query)}
+    rows = connection.execute(query).all()
+    counts: dict[str, int] = {}
+    for _, name, count in rows:
+        counts[name or "(single emails)"] = counts.get(name or "(single emails)", 0) + count
+    return {"not_opened": counts, "not_opened_ids": tuple(i for i, _, _ in rows if i is not None)}
 
 
 def _percent(value: object) -> float | None:
@@ -185,16 +191,19 @@ def compose(digest: Digest) -> Alert:
             f"- {campaign}: {count} (`/beacon nonopeners {campaign}` lists them)"
             for campaign, count in digest.not_opened.items()
         ]
-    return Alert(title, "\n".join(lines))
+    return Alert(title, "\n".join(lines), digest.not_opened_ids)
 
 
-def send_due_digests(engine: Engine, channel: Channel, *, clock: Clock = utcnow) -> int:
-    """Send every digest that is due; returns how many went out. The Message-ID is made from
-    the user and the day, so a digest sent just before a crash is found, not sent again."""
+def send_due_digests(
+    engine: Engine, channels: Mapping[str, Channel], *, clock: Clock = utcnow
+) -> int:
+    """Send every digest that is due, by each user's channel (email when theirs is not set up
+    here); returns how many went out. Its key is made from the user and the day, so a digest
+    sent just before a crash is found (Message-ID, Slack metadata), not sent again."""
     now = clock()
     with engine.connect() as connection:
         rows = connection.execute(
-            select(digests, users.c.email, users.c.name, users.c.timezone)
+            select(digests, users.c.email, users.c.name, users.c.timezone, users.c.slack_user_id)
             .join(users, users.c.id == digests.c.user_id)
             .where(digests.c.enabled)
         ).all()
@@ -205,7 +214,8 @@ def send_due_digests(engine: Engine, channel: Channel, *, clock: Clock = utcnow)
             continue
         with engine.connect() as connection:
             digest = gather(connection, row.user_id, today - timedelta(days=1), row.timezone)
-        recipient = Recipient(row.user_id, row.email, row.name)
+        recipient = Recipient(row.user_id, row.email, row.name, slack_user_id=row.slack_user_id)
+        channel = channels.get(row.channel) or channels["email"]
         try:
             channel.send(recipient, compose(digest), key=f"digest.{row.user_id}.{today}")
         except ChannelError as exc:
@@ -219,12 +229,22 @@ def send_due_digests(engine: Engine, channel: Channel, *, clock: Clock = utcnow)
     return sent
 
 
-def set_digest(connection: Connection, user_id: int, *, enabled: bool, at: str | None) -> Any:
-    """Turn the user's digest on (at `at`, else as before, else 09:00) or off: the row."""
+def set_digest(
+    connection: Connection,
+    user_id: int,
+    *,
+    enabled: bool,
+    at: str | None,
+    channel: str | None = None,
+) -> Any:
+    """Turn the user's digest on (at `at`, else as before, else 09:00; by `channel`, else as
+    before, else email) or off: the row."""
     found = connection.execute(select(digests).where(digests.c.user_id == user_id)).first()
     values: dict[str, Any] = {"enabled": enabled}
     if at is not None:
         values["at_time"] = at
+    if channel is not None:
+        values["channel"] = channel
     if found is None:
         connection.execute(digests.insert().values(user_id=user_id, **values))
     else:

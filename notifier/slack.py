@@ -79,8 +79,8 @@ def escape(text: object) -> str:
 
 
 def alert_blocks(alert: Alert) -> list[dict[str, Any]]:
-    """The alert, and for each campaign it names the buttons to open it and to follow up
-    (the bot's `open_campaign` and `follow_up` actions)."""
+    """The alert, and for each campaign it names the buttons to open it, list who has not
+    opened it, and follow up (the bot's `open_campaign`, `nonopeners`, `follow_up` actions)."""
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escape(alert.title)}*"}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(alert.details)}]},
@@ -92,6 +92,7 @@ def alert_blocks(alert: Alert) -> list[dict[str, Any]]:
                 "type": "actions",
                 "elements": [
                     _button(f"Open campaign #{campaign}", "open_campaign", str(campaign)),
+                    _button("Non-openers", "nonopeners", str(campaign)),
                     _button("Follow up…", "follow_up", json.dumps(follow)),
                 ],
             }

@@ -306,6 +306,7 @@ digests = Table(
     Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     Column("enabled", Boolean, nullable=False, server_default="1"),
     Column("at_time", String(5), nullable=False, server_default="09:00"),
+    Column("channel", String(16), nullable=False, server_default="email"),  # email | slack
     Column("last_sent_day", Date),
 )
 

@@ -18,27 +18,41 @@ from notifier.digests import compose, gather, set_digest, zone
 class Digest:
     action: Literal["on", "off", "now"]
     at: str | None = None  # "HH:MM", the user's local time
+    via: str | None = None  # "email" or "slack"; None: as before
+
+
+DIGEST_CHANNELS = ("email", "slack")
 
 
 def parse_digest(text: str, args: list[Token]) -> Digest:
     said = words(args)
     if said in (["off"], ["now"]):
         return Digest("off" if said == ["off"] else "now")
-    if said == ["on"]:
-        return Digest("on")
-    if len(said) == 3 and said[:2] == ["on", "at"]:
-        hours, _, minutes = said[2].partition(":")
-        if hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
-            return Digest("on", f"{int(hours):02d}:{int(minutes):02d}")
+    if not said or said[0] != "on":
         raise CommandError(
-            f"`{args[2].text}` is not a time of day: say `at 09:00`, in your own time zone"
+            "say `digest on`, `digest on at 09:00 via slack`, `digest off` or `digest now`"
         )
-    raise CommandError("say `digest on`, `digest on at 09:00`, `digest off` or `digest now`")
+    rest, at, via = said[1:], None, None
+    if rest[:1] == ["at"] and len(rest) >= 2:
+        hours, _, minutes = rest[1].partition(":")
+        if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+            raise CommandError(
+                f"`{args[2].text}` is not a time of day: say `at 09:00`, in your own time zone"
+            )
+        at, rest = f"{int(hours):02d}:{int(minutes):02d}", rest[2:]
+    if rest[:1] == ["via"] and len(rest) == 2 and rest[1] in DIGEST_CHANNELS:
+        via, rest = rest[1], []
+    if rest:
+        raise CommandError(
+            f"`{' '.join(rest)}`: say `digest on [at 09:00] [via email|slack]`, `digest off` "
+            "or `digest now`"
+        )
+    return Digest("on", at, via)
 
 
 @command(
     "digest",
-    usage="/beacon digest on [at 09:00] | digest off | digest now",
+    usage="/beacon digest on [at 09:00] [via email|slack] | digest off | digest now",
     summary="Your daily digest by email: on at an hour of your time zone, off, or now",
     parse=parse_digest,
     section="Alerts",
@@ -55,13 +69,20 @@ def digest(command: Digest, context: Context) -> Reply:
             {"job": job_id},
             job=job_id,
         )
+    if command.via is not None and command.via not in context.alert_channels:
+        raise CommandFailed(
+            f"this server cannot send the digest via {command.via} yet: use `via email`"
+        )
     with context.engine.begin() as connection:
-        row = set_digest(connection, user.id, enabled=command.action == "on", at=command.at)
+        row = set_digest(
+            connection, user.id, enabled=command.action == "on", at=command.at, channel=command.via
+        )
     if row.enabled:
+        how = "by email" if row.channel == "email" else "as a Slack message"
         return Reply(
-            f"Your daily digest comes by email at {row.at_time} ({user.timezone} time), with "
+            f"Your daily digest comes {how} at {row.at_time} ({user.timezone} time), with "
             "what your emails did the day before.",
-            {"enabled": True, "at": row.at_time},
+            {"enabled": True, "at": row.at_time, "via": row.channel},
         )
     return Reply(
         "Your daily digest is off: `/beacon digest on` turns it back on.", {"enabled": False}

@@ -226,6 +226,8 @@ def test_alerts_mistakes(text: str, message: str) -> None:
         ("digest on at 9:05", Digest("on", "09:05")),
         ("digest on at 18:30", Digest("on", "18:30")),
         ("digest off", Digest("off")),
+        ("digest on via slack", Digest("on", None, "slack")),
+        ("digest on at 7:00 via email", Digest("on", "07:00", "email")),
         ("digest now", Digest("now")),
     ],
 )
@@ -236,7 +238,8 @@ def test_digest_parses(text: str, command: Digest) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("digest", "say `digest on`, `digest on at 09:00`, `digest off` or `digest now`"),
+        ("digest", "say `digest on`, `digest on at 09:00 via slack`, `digest off` or `digest now`"),
+        ("digest on via pigeon", "`via pigeon`: say `digest on [at 09:00] [via email|slack]`"),
         ("digest on at noon", "`noon` is not a time of day: say `at 09:00`"),
         ("digest on at 24:00", "`24:00` is not a time of day"),
         ("digest off now", "say `digest on`"),

@@ -306,7 +306,9 @@ def test_the_digest_is_turned_on_at_an_hour_off_and_sent_now(team: Team) -> None
     member = MEMBER
     on = team.run("digest on at 07:30", member)
     assert on.text.startswith("Your daily digest comes by email at 07:30 (UTC time)")
-    assert team.run("digest on", member).data == {"enabled": True, "at": "07:30"}
+    assert team.run("digest on", member).data == {"enabled": True, "at": "07:30", "via": "email"}
+    with pytest.raises(CommandFailed, match="cannot send the digest via slack yet"):
+        team.run("digest on via slack", member)  # no Slack token in this team's config
     assert team.run("digest off", member).text.startswith("Your daily digest is off")
     now = team.run("digest now", member)
     assert now.text == f"Your digest is on its way to member@us.example (job #{now.job})."

@@ -29,6 +29,7 @@ OPEN = Happening(
             Alert(
                 "Dana Reyes opened “Outage update”",
                 "Acme · dana@acme.example · campaign #3 (outage) · 2026-11-26 09:14 UTC",
+                (3,),
             ),
         ),
         (
@@ -37,6 +38,7 @@ OPEN = Happening(
                 "Dana Reyes clicked a link in “Outage update”",
                 "dana@acme.example · https://status.example/ · campaign #3 (outage) · "
                 "2026-11-26 09:14 UTC",
+                (3,),
             ),
         ),
         (
@@ -51,6 +53,7 @@ OPEN = Happening(
             Alert(
                 "“Outage update” bounced: it did not reach dana@acme.example",
                 "Acme · dana@acme.example · campaign #3 (outage) · 2026-11-26 09:14 UTC",
+                (3,),
             ),
         ),
         (
@@ -59,6 +62,7 @@ OPEN = Happening(
                 "Dana Reyes opened “Outage update”",
                 "Acme · dana@acme.example · campaign #3 · 2026-11-26 09:14 UTC · "
                 "a machine (apple_mpp)",
+                (3,),
             ),
         ),
     ],

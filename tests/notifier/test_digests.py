@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slack_sdk import WebClient
 from sqlalchemy import Engine, select, update
 
-from notifier.channels import EmailChannel, Recipient
+from notifier.channels import Channel, EmailChannel, Recipient
 from notifier.digests import (
     LISTED,
     Digest,
@@ -21,9 +22,11 @@ from notifier.digests import (
     send_due_digests,
     set_digest,
 )
+from notifier.slack import SlackChannel, escape
 from outreach.campaigns import Outgoing
 from outreach.maildir import MaildirMailbox
 from store.schema import digests, emails, endusers, users
+from tests.fakes.slack import BOT_TOKEN, FakeSlack
 from tests.helpers import send_campaign, sent_mail, subject
 from tracking.classify import Hit, Rules
 from tracking.record import EmailCache, PendingHit, write_hits
@@ -170,9 +173,11 @@ def test_the_digest_goes_out_once_a_day_at_the_users_hour(
 ) -> None:
     folder = tmp_path / "Maildir"
     channel = EmailChannel(lambda recipient: MaildirMailbox(folder, recipient.email))
-    assert send_due_digests(engine, channel, clock=lambda: utc(26, 7, 59)) == 0  # 08:59 there
-    assert send_due_digests(engine, channel, clock=lambda: utc(26, 8, 0)) == 1
-    assert send_due_digests(engine, channel, clock=lambda: utc(26, 20, 0)) == 0
+    assert (
+        send_due_digests(engine, {"email": channel}, clock=lambda: utc(26, 7, 59)) == 0
+    )  # 08:59 there
+    assert send_due_digests(engine, {"email": channel}, clock=lambda: utc(26, 8, 0)) == 1
+    assert send_due_digests(engine, {"email": channel}, clock=lambda: utc(26, 20, 0)) == 0
     assert _subjects(folder) == ["Your mailbeacon digest for Wed 25 Nov: 2 sent, 1 engaged"]
     with engine.connect() as connection:
         assert connection.scalar(select(digests.c.last_sent_day)) == NOV_26
@@ -188,7 +193,7 @@ def test_a_digest_sent_just_before_a_crash_is_not_sent_again(
     # It went out; the process died before it was recorded.
     recipient = Recipient(maria, "maria@us.example", "Maria")
     channel.send(recipient, digest, key=f"digest.{maria}.{NOV_26}")
-    assert send_due_digests(engine, channel, clock=lambda: utc(26, 8, 0)) == 1
+    assert send_due_digests(engine, {"email": channel}, clock=lambda: utc(26, 8, 0)) == 1
     assert len(_subjects(folder)) == 1
 
 
@@ -198,5 +203,30 @@ def test_a_digest_turned_off_is_not_sent(engine: Engine, maria: int, tmp_path: P
     assert (row.enabled, row.at_time) == (False, "09:00")  # the hour is kept for later
     folder = tmp_path / "Maildir"
     channel = EmailChannel(lambda recipient: MaildirMailbox(folder, recipient.email))
-    assert send_due_digests(engine, channel, clock=lambda: utc(26, 10, 0)) == 0
+    assert send_due_digests(engine, {"email": channel}, clock=lambda: utc(26, 10, 0)) == 0
     assert _subjects(folder) == []
+
+
+def test_a_digest_via_slack_is_a_dm_with_the_same_content_and_buttons_per_campaign(
+    engine: Engine, maria: int, tmp_path: Path
+) -> None:
+    with engine.begin() as connection:
+        set_digest(connection, maria, enabled=True, at=None, channel="slack")
+        connection.execute(update(users).values(slack_user_id="U0MARIA"))
+        expected = compose(gather(connection, maria, date(2026, 11, 25), "Europe/Berlin"))
+    folder = tmp_path / "Maildir"
+    email = EmailChannel(lambda recipient: MaildirMailbox(folder, recipient.email))
+    with FakeSlack() as slack:
+        slack_dm = SlackChannel(WebClient(BOT_TOKEN, base_url=slack.url))
+        channels: dict[str, Channel] = {"email": email, "slack": slack_dm}
+        assert send_due_digests(engine, channels, clock=lambda: utc(26, 8, 0)) == 1
+        [dm] = slack.posted_to("U0MARIA")
+    assert _subjects(folder) == []  # not by email
+    assert dm.text == escape(f"{expected.title}\n{expected.details}")
+    buttons = [b for b in dm.blocks if b["type"] == "actions"]
+    assert len(buttons) == 2  # outage and renewal each have an email not opened
+    assert {e["action_id"] for b in buttons for e in b["elements"]} == {
+        "open_campaign",
+        "nonopeners",
+        "follow_up",
+    }

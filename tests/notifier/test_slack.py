@@ -103,5 +103,6 @@ def test_an_alert_about_a_campaign_has_buttons_to_open_it_and_follow_up(slack: F
     [buttons] = [block for block in message.blocks if block["type"] == "actions"]
     assert [(b["action_id"], b["value"]) for b in buttons["elements"]] == [
         ("open_campaign", "12"),
+        ("nonopeners", "12"),
         ("follow_up", '{"campaign": 12, "outcome": "opened", "include_machine": false}'),
     ]

@@ -1,4 +1,4 @@
-"""slack_seen: Slack requests already handled, so a retry has one effect
+"""slack_seen: Slack requests already handled, so a retry has one effect; digests.channel
 
 Revision ID: 0004
 Revises: 0003
@@ -17,6 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column(
+        "digests",
+        sa.Column("channel", sa.String(length=16), server_default="email", nullable=False),
+    )
     op.create_table(
         "slack_seen",
         sa.Column("key", sa.String(length=200), nullable=False),
@@ -32,3 +36,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("slack_seen")
+    with op.batch_alter_table("digests") as batch:
+        batch.drop_column("channel")
