@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, or_, select, update
 
@@ -45,12 +45,14 @@ class Progress:
         owner: str,
         clock: Clock,
         stopping: threading.Event | None = None,
+        watcher: Callable[[int, int | None], None] | None = None,
     ) -> None:
         self.engine = engine
         self.job_id = job_id
         self.owner = owner  # the job's holder: leases taken for it use this name
         self._clock = clock
         self._stopping = stopping
+        self._watcher = watcher
 
     def __call__(self, done: int, total: int | None = None, note: str | None = None) -> None:
         """Report how far the job got; at a shutdown, stop it here (it is queued again and
@@ -63,6 +65,19 @@ class Progress:
         values["progress_note"] = note
         with self.engine.begin() as connection:
             connection.execute(update(jobs).where(jobs.c.id == self.job_id).values(values))
+        if self._watcher is not None:
+            try:
+                self._watcher(done, total)
+            except Exception:  # telling is best effort; the job goes on
+                log.exception("job %s: could not tell its progress", self.job_id)
+
+
+class Watcher(Protocol):
+    """Who tells the user about a job that has a `reply_to` (Slack: bot.slack_reports)."""
+
+    def progress(self, row: Any, done: int, total: int | None) -> None: ...
+
+    def ended(self, row: Any) -> None: ...
 
 
 Run = Callable[[dict[str, Any], Context, Progress], dict[str, Any]]
@@ -186,17 +201,20 @@ def run_claimed(
     context_for: Callable[[int | None], Context],
     clock: Clock = utcnow,
     stopping: threading.Event | None = None,
-    on_end: Callable[[Any], None] | None = None,
+    watcher: Watcher | None = None,
 ) -> None:
-    """Run a job this holder claimed, and record how it ended; `on_end` then hears the row
-    (it tells the user, where the job has a `reply_to`)."""
+    """Run a job this holder claimed, and record how it ended; a `watcher` hears how far it
+    got and how it ended, where the job has a `reply_to` (it tells the user)."""
     kind = _KINDS.get(row.kind)
     result: dict[str, Any] | None = None
     error: str | None = None
     try:
         if kind is None:
             raise CommandFailed(f"this server does not know jobs of kind {row.kind!r}")
-        progress = Progress(engine, row.id, owner, clock, stopping)
+        told = None
+        if watcher is not None and row.reply_to:
+            told = lambda done, total: watcher.progress(row, done, total)  # noqa: E731
+        progress = Progress(engine, row.id, owner, clock, stopping, told)
         result = kind.run(row.arguments, context_for(row.owner_user_id), progress)
     except RunLater as later:
         with engine.begin() as connection:
@@ -210,7 +228,7 @@ def run_claimed(
                     progress_note=later.note,
                 )
             )
-        _tell(engine, row.id, on_end)
+        _tell(engine, row.id, watcher)
         return
     except CommandFailed as exc:
         error = str(exc)
@@ -219,17 +237,17 @@ def run_claimed(
         error = f"it failed unexpectedly ({type(exc).__name__}); the server log has the details"
     with engine.begin() as connection:
         _finish(connection, row.id, clock(), result=result, error=error)
-    _tell(engine, row.id, on_end)
+    _tell(engine, row.id, watcher)
 
 
-def _tell(engine: Engine, job_id: int, on_end: Callable[[Any], None] | None) -> None:
-    if on_end is None:
+def _tell(engine: Engine, job_id: int, watcher: Watcher | None) -> None:
+    if watcher is None:
         return
     with engine.connect() as connection:
         ended = get_job(connection, job_id)
     if ended.reply_to:
         try:
-            on_end(ended)
+            watcher.ended(ended)
         except Exception:  # the job is done either way; telling it is best effort
             log.exception("job %s: could not tell how it ended", job_id)
 
@@ -263,7 +281,7 @@ def run_due(
     *,
     only: int | None = None,
     stopping: threading.Event | None = None,
-    on_end: Callable[[Any], None] | None = None,
+    watcher: Watcher | None = None,
 ) -> int:
     """Run due jobs one after another until none is left (or just `only`); how many ran."""
     ran = 0
@@ -271,7 +289,7 @@ def run_due(
         not (stopping and stopping.is_set())
         and (row := claim(engine, owner, clock(), only=only)) is not None
     ):
-        run_claimed(engine, row, owner, context_for, clock, stopping, on_end)
+        run_claimed(engine, row, owner, context_for, clock, stopping, watcher)
         ran += 1
         if only is not None:
             break

@@ -14,7 +14,7 @@ from typing import cast
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, select, update
 
-from bot.jobs import heartbeat, run_due
+from bot.jobs import Watcher, heartbeat, run_due
 from bot.sendout import adopt_orphans
 from mailbeacon.channels import alert_channels
 from mailbeacon.context import job_contexts
@@ -152,17 +152,19 @@ JOB_SECONDS = 1.0
 JOBS_AT_ONCE = 3
 
 
-def run_jobs(settings: Settings, engine: Engine, worker: Worker) -> int:
+def run_jobs(
+    settings: Settings, engine: Engine, worker: Worker, watcher: Watcher | None = None
+) -> int:
     """Every job that is due, including those a dead process left running, and a job for any
-    send-out that has none (one left unfinished by an older version)."""
+    send-out that has none (one left unfinished by an older version). `watcher` tells Slack
+    users how their jobs go."""
     adopt_orphans(engine)
-    reports = slack_reports(settings)
     return run_due(
         engine,
         worker.owner,
         job_contexts(settings, engine),
         stopping=worker.stopping,
-        on_end=reports.job_ended if reports else None,
+        watcher=watcher,
     )
 
 
@@ -171,8 +173,10 @@ def start_jobs(settings: Settings, engine: Engine) -> Jobs:
     notifier.dispatch_seconds and digests every minute (when alerts are on), each one round at
     a time, starting now, and only while this process is the active worker."""
     alerts_on = settings.notifier.dispatch_seconds > 0
-    # Built once: the Slack channel remembers the members it looked up.
+    # Built once: the Slack channel remembers the members it looked up, and the reports the
+    # progress messages they keep up to date.
     channels = alert_channels(settings, engine)
+    reports = slack_reports(settings)
     rounds: list[tuple[Callable[[], object], float]] = [
         (lambda: _log_sync(sync_replies(settings, engine)), settings.tracking.reply_sync_seconds),
         (lambda: _log_alerts(send_alerts(engine, channels)), settings.notifier.dispatch_seconds),
@@ -197,7 +201,7 @@ def start_jobs(settings: Settings, engine: Engine) -> Jobs:
             next_run_time=datetime.now(UTC),
         )
     scheduler.add_job(
-        _if_active(worker, lambda: run_jobs(settings, engine, worker)),
+        _if_active(worker, lambda: run_jobs(settings, engine, worker, reports)),
         "interval",
         seconds=JOB_SECONDS,
         max_instances=JOBS_AT_ONCE,

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine
 
 from bot.context import Reply
-from bot.jobs import get_job, run_due
+from bot.jobs import Watcher, get_job, run_due
 from bot.registry import run_text
 from bot.users import User, UserSettings, find_user, sync_config_users
 from mailbeacon.context import command_context, job_contexts
@@ -61,9 +61,9 @@ class Team:
             self.work(reply.job)
         return reply
 
-    def work(self, only: int | None = None, on_end: Callable[[Any], None] | None = None) -> int:
+    def work(self, only: int | None = None, watcher: Watcher | None = None) -> int:
         contexts = job_contexts(self.settings, self.engine, self.clock)
-        return run_due(self.engine, "test-worker", contexts, self.clock, only=only, on_end=on_end)
+        return run_due(self.engine, "test-worker", contexts, self.clock, only=only, watcher=watcher)
 
     def job(self, job_id: int) -> Any:
         with self.engine.connect() as connection:

@@ -17,6 +17,7 @@ from sqlalchemy import update
 from bot.context import Context, Reply
 from bot.registry import command, unregister
 from bot.slack_reports import SlackReports
+from outreach.importer import import_file
 from store.schema import endusers
 from tests.bot.conftest import BOSS, LEE, UBOSS, UMEMBER, UNEW, USTRANGER, Slack
 from tests.fakes.slack import BOT_TOKEN, command_body, signed
@@ -95,7 +96,7 @@ def test_send_previews_with_buttons_that_work_once_and_only_for_the_asker(slack:
     assert slack.answer(cancel)["text"] == "This was already answered: nothing more happens."
     # The worker runs the job and says how it ended, through the same response URL.
     reports = SlackReports(WebClient(token=BOT_TOKEN, base_url=slack.fake.url))
-    assert slack.team.work(on_end=reports.job_ended) == 1
+    assert slack.team.work(watcher=reports) == 1
     assert slack.answer(sent, 2)["text"] == "Campaign #1 (webinar): sent 1 of 1 email."
     assert len(slack.team.sent()) == 1
 
@@ -153,3 +154,21 @@ def test_strangers_text_is_escaped_everywhere(slack: Slack) -> None:
     everything = json.dumps(preview)
     assert "<!channel>" not in everything and "<@U123" not in everything
     assert "&lt;!channel&gt; &amp; &lt;@U123|everyone&gt;" in everything
+
+
+def test_a_long_send_out_keeps_one_dm_up_to_date_with_its_progress(slack: Slack) -> None:
+    people = slack.team.folder / "people.csv"
+    people.write_text(
+        "email,name,role\n" + "".join(f"p{i}@example.org,P {i},tester\n" for i in range(120))
+    )
+    import_file(slack.team.engine, people)
+    _, url = slack.command("send webinar to role = 'tester'")
+    slack.answer(slack.press(slack.answer(url), "confirm"))
+    ticks = iter(range(0, 10_000, 10))  # ten seconds pass between two reports
+    reports = SlackReports(WebClient(token=BOT_TOKEN, base_url=slack.fake.url), lambda: next(ticks))
+    assert slack.team.work(watcher=reports) == 1
+    [dm] = slack.fake.posted_to(UBOSS)
+    assert dm.text == "Campaign #1 (webinar): sent 120 of 120 emails."
+    updates = [arguments for method, arguments in slack.fake.calls if method == "chat.update"]
+    assert len(updates) == 3  # 100 of 120, then 120 of 120, then the end
+    assert updates[0]["text"] == "Job #1 (send-out of campaign #1): 100 of 120 done (83%)."
