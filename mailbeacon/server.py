@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from mailbeacon.settings import Settings
-from mailbeacon.slackbot import slack_bot, slack_routes
+from mailbeacon.slackbot import slack_bot, slack_routes, socket_mode
 from mailbeacon.worker import start_jobs
 from notifier.desktop import desktop_routes
 from outreach.accounts import save_mailbox
@@ -49,6 +49,9 @@ def create_app(
 ) -> ASGIApp:
     engine = engine or make_engine(settings.database)
     recorder = Recorder(engine, settings.tracking, tracking_rules(settings))
+    bot = slack_bot(settings, engine)
+    # In every serving process, with jobs or not (`--role web` too): see SocketMode.
+    socket = socket_mode(settings, bot)
 
     async def healthz(request: Request) -> JSONResponse:
         def ping() -> None:
@@ -68,9 +71,13 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         recorder.start()
         jobs = start_jobs(settings, engine) if run_jobs else None
+        if socket is not None:
+            socket.start()
         try:
             yield
         finally:
+            if socket is not None:
+                await socket.stop()  # first: no new requests while the rest winds down
             if jobs is not None:
                 await jobs.stop()
             await recorder.stop()
@@ -91,7 +98,6 @@ def create_app(
             Route("/oauth/{service}/callback", oauth_callback),
         ]
     )
-    bot = slack_bot(settings, engine)
     if bot is not None:
         app.router.routes.extend(slack_routes(bot))
     return endpoints

@@ -1,9 +1,11 @@
 """A stateful fake of the Slack Web API methods mailbeacon calls, on loopback, for the real
 slack_sdk clients (`base_url`): auth.test, users.info, users.lookupByEmail, conversations.open
 (a DM per user), chat.postMessage (kept, with its metadata), chat.update and
-conversations.history; and response URLs (`/response/<n>`), as Slack gives one with each
-command. It checks the bot token, records every call, and can answer 429 with Retry-After, as
-Slack's rate limits do. `signed()` signs a request to the app as Slack would."""
+conversations.history, and files_upload_v2's three steps (files.getUploadURLExternal, a POST of
+the bytes to the URL it gave, files.completeUploadExternal); and response URLs (`/response/<n>`),
+as Slack gives one with each command. It checks the bot token (not scopes), records every call,
+and can answer 429 with Retry-After, as Slack's rate limits do. `signed()` signs a request to
+the app as Slack would."""
 
 from __future__ import annotations
 
@@ -78,6 +80,18 @@ class Posted:
 
 
 @dataclass
+class Uploaded:
+    id: str
+    filename: str
+    length: int  # as announced in files.getUploadURLExternal
+    alt_txt: str | None
+    data: bytes | None = None  # what was posted to the upload URL
+    title: str | None = None  # the rest as files.completeUploadExternal said
+    channel: str | None = None
+    initial_comment: str | None = None
+
+
+@dataclass
 class FakeSlack:
     members: dict[str, str] = field(default_factory=dict)  # email -> user id
     responses: list[tuple[str, Json]] = field(default_factory=list)  # (response URL, message)
@@ -85,8 +99,11 @@ class FakeSlack:
     methods: dict[str, Callable[[Json], Json]] = field(default_factory=dict)
     calls: list[tuple[str, Json]] = field(default_factory=list)  # (method, arguments)
     posted: list[Posted] = field(default_factory=list)
+    files: list[Uploaded] = field(default_factory=list)  # uploads completed, in order
+    _uploads: dict[str, Uploaded] = field(default_factory=dict)  # by file id, not yet complete
     _limited: dict[str, int] = field(default_factory=dict)  # method -> 429s still to answer
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _file_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -102,8 +119,12 @@ class FakeSlack:
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length).decode()
+                data = self.rfile.read(length)
                 url = urlsplit(self.path)
+                if url.path.startswith("/upload/"):  # the file's bytes, raw, as Slack's edge
+                    self._reply(*fake.upload(url.path.removeprefix("/upload/"), data))
+                    return
+                body = data.decode()
                 arguments: Json = dict(parse_qsl(url.query))
                 if "json" in (self.headers.get("Content-Type") or ""):
                     arguments.update(json.loads(body or "{}"))
@@ -126,6 +147,14 @@ class FakeSlack:
                 self.send_header("Content-Length", str(len(payload)))
                 for name, value in headers.items():
                     self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _reply(self, status: int, text: str) -> None:
+                payload = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
 
@@ -156,6 +185,15 @@ class FakeSlack:
     def said(self, name: str = "1") -> list[Json]:
         """What was posted to that response URL, in order."""
         return [message for path, message in self.responses if path == f"/response/{name}"]
+
+    def upload(self, file_id: str, data: bytes) -> tuple[int, str]:
+        """A POST to an upload URL: kept until files.completeUploadExternal."""
+        self.calls.append(("upload", {"file_id": file_id, "length": len(data)}))
+        uploaded = self._uploads.get(file_id)
+        if uploaded is None:
+            return 404, "not found"
+        uploaded.data = data
+        return 200, f"OK - {len(data)}"
 
     def rate_limit(self, method: str, times: int = 1) -> None:
         """The next `times` calls of `method` answer 429 with Retry-After."""
@@ -206,6 +244,20 @@ class FakeSlack:
                 )
             )
             return 200, {"ok": True, "channel": arguments["channel"], "ts": ts}, {}
+        if method == "files.getUploadURLExternal":
+            if not arguments.get("filename") or not str(arguments.get("length", "")).isdigit():
+                return 200, {"ok": False, "error": "invalid_arguments"}, {}
+            file_id = f"F{next(self._file_ids):08d}"
+            self._uploads[file_id] = Uploaded(
+                file_id,
+                str(arguments["filename"]),
+                int(arguments["length"]),
+                arguments.get("alt_txt"),
+            )
+            upload_url = self.url.replace("/api/", f"/upload/{file_id}")
+            return 200, {"ok": True, "upload_url": upload_url, "file_id": file_id}, {}
+        if method == "files.completeUploadExternal":
+            return 200, self._complete(arguments), {}
         if method == "conversations.history":
             with_metadata = str(arguments.get("include_all_metadata")) in ("1", "true", "True")
             messages = [
@@ -222,5 +274,27 @@ class FakeSlack:
             return 200, {"ok": True, "messages": messages[:limit]}, {}
         return 200, {"ok": False, "error": "unknown_method"}, {}
 
+    def _complete(self, arguments: Json) -> Json:
+        listed = arguments.get("files")
+        wanted = json.loads(listed) if isinstance(listed, str) else listed
+        if not wanted:
+            return {"ok": False, "error": "invalid_arguments"}
+        found = [self._uploads.get(str(f.get("id"))) for f in wanted]
+        if any(u is None or u.data is None for u in found):
+            return {"ok": False, "error": "file_not_found"}
+        done: list[Json] = []
+        for f, uploaded in zip(wanted, found, strict=True):
+            assert uploaded is not None
+            del self._uploads[uploaded.id]
+            uploaded.title = f.get("title") or uploaded.filename
+            uploaded.channel = arguments.get("channel_id") or arguments.get("channels")
+            uploaded.initial_comment = arguments.get("initial_comment")
+            self.files.append(uploaded)
+            done.append({"id": uploaded.id, "name": uploaded.filename, "title": uploaded.title})
+        return {"ok": True, "files": done}
+
     def posted_to(self, user: str) -> list[Posted]:
         return [p for p in self.posted if p.channel == f"D{user}"]
+
+    def files_to(self, user: str) -> list[Uploaded]:
+        return [f for f in self.files if f.channel == f"D{user}"]

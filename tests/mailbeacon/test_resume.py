@@ -77,7 +77,7 @@ def test_a_killed_send_out_is_finished_by_serve_exactly_once(
     sender.send_signal(signal.SIGKILL)
     sender.communicate()
     status, sent_before = campaign(engine) or ("", 0)
-    assert status == "sending" and 0 < sent_before < PEOPLE
+    assert status == "sending" and 0 < sent_before < PEOPLE, (status, sent_before)
 
     server = mailbeacon("serve")
     try:
