@@ -11,6 +11,8 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import Engine
 from starlette.requests import Request
@@ -50,6 +52,8 @@ def slack_bot(settings: Settings, engine: Engine) -> SlackBot | None:
     if not (slack.bot_token and (slack.signing_secret or slack.app_token)):
         return None
     client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    # A 429 on the way to answering someone is waited out once (Retry-After), not shown.
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=1))
     return SlackBot(
         engine,
         client,
@@ -133,4 +137,6 @@ class SocketMode:
 def slack_reports(settings: Settings) -> SlackReports | None:
     if not settings.slack.bot_token:
         return None
-    return SlackReports(WebClient(token=settings.slack.bot_token, base_url=settings.slack.api_url))
+    client = WebClient(token=settings.slack.bot_token, base_url=settings.slack.api_url)
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=1))
+    return SlackReports(client)

@@ -28,7 +28,7 @@ def views(slack: Slack) -> FakeViews:
 
 
 def until(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while not (found := check()):
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         time.sleep(0.01)
@@ -132,3 +132,11 @@ def test_open_campaign_answers_whoever_pressed_it_with_the_campaign(slack: Slack
     refused = action_body("open_campaign", "1", UMEMBER, slack.fake.response_url("m"))
     slack.post(refused)
     assert "only an admin may look into other people's campaigns" in slack.answer("m")["text"]
+
+
+def test_a_rate_limited_answer_is_waited_out_once(slack: Slack, views: FakeViews) -> None:
+    slack.fake.rate_limit("views.publish")  # answers 429, Retry-After: 3
+    opened = event_body({"type": "app_home_opened", "user": UBOSS, "tab": "home"}, "Ev0429")
+    assert post_json(slack, opened) == 200
+    until(lambda: views.published.get(UBOSS), "App Home after the wait")
+    assert [m for m, _ in slack.fake.calls].count("views.publish") == 2
