@@ -170,6 +170,12 @@ def confirm_or_start(
     (which the caller commits)."""
     summary = {**send_out.summary, "audience": note}
     if not context.confirmed:
+        first_lines = send_out.first_text.splitlines()[:PREVIEW_LINES]
+        summary = {
+            **summary,
+            "first_subject": send_out.first_subject,
+            "first_text": "\n".join(first_lines),
+        }
         return Reply(preview_text(summary, send_out), summary, needs_confirmation=True)
     campaign_id = plan_campaign(
         connection, send_out.plan, send_out.outgoing, context.signer, context.tracking

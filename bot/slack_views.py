@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from bot.blocks import Block, button, context, escape, header, section
+from bot.blocks import FOLLOW_UP, Block, button, context, escape, header, rate, section
 from bot.context import CommandFailed
 from bot.registry import run_text
 from bot.users import User
@@ -42,8 +42,8 @@ def home_view(user: User, me: Json, campaigns: list[Any], rules: list[Any], dige
     for row in campaigns[:HOME_CAMPAIGNS]:
         blocks.append(
             section(
-                f"*{escape(row.label)}*: {row.emails} emails · opened {_rate(row.open_rate)} · "
-                f"clicked {_rate(row.click_rate)} · replied {_rate(row.reply_rate)}"
+                f"*{escape(row.label)}*: {row.emails} emails · opened {rate(row.open_rate)} · "
+                f"clicked {rate(row.click_rate)} · replied {rate(row.reply_rate)}"
             )
         )
     blocks.append(context("People only: machine opens and link scanners are left out."))
@@ -61,10 +61,6 @@ def home_view(user: User, me: Json, campaigns: list[Any], rules: list[Any], dige
     daily = f"daily at {digest.at_time}" if digest is not None and digest.enabled else "off"
     blocks.append(section(" ", fields=[f"*Digest*\n{daily}", f"*Quiet hours*\n{escape(quiet)}"]))
     return {"type": "home", "blocks": blocks[:100]}
-
-
-def _rate(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:g}%"
 
 
 def home_data(bot: SlackBot, user: User) -> Json:
@@ -87,7 +83,7 @@ def follow_up_modal(value: Json, templates: list[str]) -> Json:
         who += ", machines counted"
     return {
         "type": "modal",
-        "callback_id": "follow_up",
+        "callback_id": FOLLOW_UP,
         "private_metadata": json.dumps(value),
         "title": {"type": "plain_text", "text": "Follow up"},
         "submit": {"type": "plain_text", "text": "Send"},
@@ -247,7 +243,7 @@ def register(bot: SlackBot) -> None:
         await ack()
         await bot.answer(body, f"nonopeners {int(body['actions'][0]['value'])}", respond)
 
-    @app.action("follow_up")
+    @app.action(FOLLOW_UP)
     async def follow_up(ack: Any, body: Json) -> None:
         await ack()
         value = json.loads(body["actions"][0]["value"])
@@ -255,7 +251,7 @@ def register(bot: SlackBot) -> None:
             trigger_id=body["trigger_id"], view=follow_up_modal(value, _template_keys(bot))
         )
 
-    @app.view("follow_up")
+    @app.view(FOLLOW_UP)
     async def follow_up_sent(ack: Any, body: Json, view: Json) -> None:
         value = json.loads(view["private_metadata"])
         template = view["state"]["values"]["template"]["value"]["selected_option"]["value"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bot.blocks import Block, escape, fields_section, header, renders, rows, section, when
 from bot.context import Context, Reply
 from bot.jobs import describe, list_jobs
 from bot.registry import command
@@ -64,6 +65,29 @@ def me(_: None, context: Context) -> Reply:
     return Reply("\n".join(lines), data)
 
 
+@renders("me")
+def me_blocks(reply: Reply) -> list[Block]:
+    d = reply.data
+    return [
+        header(escape(d["name"] or d["email"])),
+        *fields_section(
+            ("Email", d["email"]),
+            ("Role", d["role"]),
+            ("Time zone", d["timezone"]),
+            ("Quiet hours", d["quiet_hours"] or "none"),
+            ("Alerts", d["alerts"]),
+            ("Digest", d["digest"]),
+            ("Slack", d["slack_user_id"] or "not linked"),
+        ),
+        section(f"*Sends from:* {escape(d['mailbox'])}"),
+        section(
+            f"<{escape(d['mark_my_browser'])}|Mark this browser as yours>: open it once in each "
+            "browser you read mail in; your own opens and clicks there then count as yours, "
+            "not as the recipient's."
+        ),
+    ]
+
+
 def job_line(row: Any, now: datetime) -> str:
     """One job, as `/beacon jobs` lists it."""
     state = row.status
@@ -108,3 +132,22 @@ def jobs(_: None, context: Context) -> Reply:
         for row in rows
     ]
     return Reply("\n".join(job_line(row, now) for row in rows), {"jobs": data})
+
+
+@renders("jobs")
+def jobs_blocks(reply: Reply) -> list[Block]:
+    items = reply.data["jobs"]
+    if not items:
+        return [section("You have no jobs: a send or a `digest now` starts one.")]
+    return [header("Your jobs"), *rows(items, _job_row)]
+
+
+def _job_row(j: dict[str, Any]) -> str:
+    state = escape(j["status"])
+    if j["total"]:
+        state += f", {j['done']}/{j['total']}"
+    if j["note"] and j["status"] in ("queued", "running"):
+        state += f" ({escape(j['note'])})"
+    if j["error"]:
+        state += f": {escape(j['error'])}"
+    return f"*#{j['id']}* {escape(j['what'])}: {state}\nstarted {when(j['created_at'])}"

@@ -4,9 +4,12 @@ happens, and their quiet hours."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import func, select, update
 
+from bot.blocks import Block, escape, header, renders, rows, section
+from bot.blocks import context as note
 from bot.context import CommandFailed, Context, Reply, find_campaign, find_template
 from bot.grammar import CommandError, Token, unquoted
 from bot.permissions import admin_when
@@ -128,11 +131,27 @@ def alerts_add(command: AlertsAdd, context: Context) -> Reply:
         rule_id = add_subscription(connection, context.user.id, rule)
         [added] = [r for r in list_subscriptions(connection, context.user.id) if r.id == rule_id]
     text = f"Alert {in_words(added)}."
+    data: dict[str, Any] = {"alert": rule_id, "words": in_words(added)}
     if command.channel == "desktop":
         token = context.signer.feed_token(context.user.id)
-        page = f"{context.tracking.base_url}/alerts?token={token}"
-        text += f"\nOpen {page} and keep it open: alerts appear there as desktop notifications."
-    return Reply(text, {"alert": rule_id})
+        data["page"] = f"{context.tracking.base_url}/alerts?token={token}"
+        text += (
+            f"\nOpen {data['page']} and keep it open: alerts appear there as desktop notifications."
+        )
+    return Reply(text, data)
+
+
+@renders("alerts add")
+def alerts_add_blocks(reply: Reply) -> list[Block]:
+    blocks = [section(f"Alert {escape(reply.data['words'])}.")]
+    if "page" in reply.data:
+        blocks.append(
+            section(
+                f"<{reply.data['page']}|Open your alerts page> and keep it open: alerts appear "
+                "there as desktop notifications."
+            )
+        )
+    return blocks
 
 
 @command(
@@ -150,8 +169,21 @@ def alerts_list(_: None, context: Context) -> Reply:
             {"alerts": []},
         )
     return Reply(
-        "\n".join(in_words(rule) for rule in rules), {"alerts": [rule.id for rule in rules]}
+        "\n".join(in_words(rule) for rule in rules),
+        {"alerts": [{"id": rule.id, "words": in_words(rule)} for rule in rules]},
     )
+
+
+@renders("alerts list")
+def alerts_list_blocks(reply: Reply) -> list[Block]:
+    rules = reply.data["alerts"]
+    if not rules:
+        return [section("You have no alerts: add one with `/beacon alerts add on open via email`.")]
+    return [
+        header("Your alerts"),
+        *rows(rules, lambda rule: escape(rule["words"])),
+        note("`/beacon alerts remove &lt;number&gt;` removes one."),
+    ]
 
 
 def parse_remove(text: str, args: list[Token]) -> int:
@@ -172,6 +204,11 @@ def alerts_remove(rule_id: int, context: Context) -> Reply:
         if not remove_subscription(connection, context.user.id, rule_id):
             raise CommandFailed(f"you have no alert #{rule_id}: `/beacon alerts list` lists yours")
     return Reply(f"Alert #{rule_id} removed.", {"removed": rule_id})
+
+
+@renders("alerts remove")
+def alerts_remove_blocks(reply: Reply) -> list[Block]:
+    return [section(f"Alert #{reply.data['removed']} removed.")]
 
 
 @dataclass(frozen=True)
@@ -212,3 +249,17 @@ def alerts_quiet(command: Quiet, context: Context) -> Reply:
         f"until {until}.",
         {"quiet_hours": command.hours},
     )
+
+
+@renders("alerts quiet")
+def alerts_quiet_blocks(reply: Reply) -> list[Block]:
+    hours = reply.data["quiet_hours"]
+    if hours is None:
+        return [section("No quiet hours: alerts come whenever they happen.")]
+    until = escape(hours.split("-")[1])
+    return [
+        section(
+            f"Quiet hours *{escape(hours)}* (your time zone): alerts that come then wait "
+            f"until {until}."
+        )
+    ]

@@ -7,6 +7,20 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
+from bot.blocks import (
+    Block,
+    escape,
+    fields_section,
+    follow_up_button,
+    header,
+    person,
+    rate,
+    renders,
+    rows,
+    section,
+    when,
+)
+from bot.blocks import context as note
 from bot.context import Context, Reply, find_campaign
 from bot.grammar import CommandError, Token, campaign_ref
 from bot.permissions import admin_when
@@ -180,3 +194,71 @@ def _line(person: dict[str, Any]) -> str:
     if person["status"] != "sent":
         done.insert(0, person["status"])
     return f"- {person['email']}: {'; '.join(done) or 'nothing yet'}"
+
+
+@renders("campaigns")
+def campaigns_blocks(reply: Reply) -> list[Block]:
+    items = reply.data["campaigns"]
+    if not items:
+        return [
+            section(
+                "No campaigns yet: `/beacon send &lt;template&gt; to &lt;audience&gt;` starts one."
+            )
+        ]
+    return [header("Campaigns"), *rows(items, _campaign_row)]
+
+
+def _campaign_row(c: dict[str, Any]) -> str:
+    line = f"*#{c['id']} {escape(c['template'])}*: {c['status']}, {c['sent']}/{c['planned']} sent"
+    return line + (f" ({escape(c['reason'])})" if c["reason"] else "")
+
+
+@renders("campaign")
+def campaign_blocks(reply: Reply) -> list[Block]:
+    d = reply.data
+    return [
+        header(f"Campaign #{d['campaign']} ({escape(d['name'])})"),
+        *fields_section(
+            ("Status", d["status"]),
+            ("Sent", f"{d['sent']} of {d['planned']}"),
+            ("Refused", d["failed"]),
+            ("Bounced", d["bounced"]),
+            ("Auto-replies", d["auto_replied"]),
+        ),
+        *fields_section(
+            ("People", rates_line(d["human"])), ("With machines", rates_line(d["raw"]))
+        ),
+        note(
+            f"Rates over {d['human']['emails']} sent emails. People only: machine opens and "
+            "link scanners count only under _With machines_."
+        ),
+        *rows(d["endusers"], _enduser_row, total=d["total"]),
+        follow_up_button(d["campaign"], "opened", include_machine=False),
+    ]
+
+
+def rates_line(rates: dict[str, Any]) -> str:
+    """Rates of a command's data (`rates_data`, a stats row) as Slack shows them."""
+    return (
+        f"open {rate(rates['open_rate'])} · click {rate(rates['click_rate'])} · "
+        f"reply {rate(rates['reply_rate'])}"
+    )
+
+
+def _enduser_row(p: dict[str, Any]) -> str:
+    done = [] if p["status"] == "sent" else [escape(p["status"])]
+    for key, what in (
+        ("bounced_at", "bounced"),
+        ("first_opened_at", "opened"),
+        ("first_clicked_at", "clicked"),
+        ("replied_at", "replied"),
+        ("auto_replied_at", "auto-reply"),
+    ):
+        if p[key]:
+            done.append(f"{what} {when(p[key])}")
+    if p["clicks"]:
+        done.append(f"{p['clicks']} {'click' if p['clicks'] == 1 else 'clicks'}")
+    if p["machine"]:
+        machines = ", ".join(f"{escape(why)} x{n}" for why, n in sorted(p["machine"].items()))
+        done.append(f"machines: {machines}")
+    return f"{person(p)}\n{' · '.join(done) or 'nothing yet'}"

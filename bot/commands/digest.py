@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from bot.blocks import Block, escape, renders, section
 from bot.context import CommandFailed, Context, Reply
 from bot.grammar import CommandError, Token, words
 from bot.jobs import Progress, enqueue, job
@@ -87,6 +88,22 @@ def digest(command: Digest, context: Context) -> Reply:
     return Reply(
         "Your daily digest is off: `/beacon digest on` turns it back on.", {"enabled": False}
     )
+
+
+@renders("digest")
+def digest_blocks(reply: Reply) -> list[Block]:
+    d = reply.data
+    if "job" in d:
+        return [section(f"Your digest is on its way by email (job #{d['job']}).")]
+    if d["enabled"]:
+        how = "by email" if d["via"] == "email" else "as a Slack message"
+        return [
+            section(
+                f"Your daily digest comes {how} at *{escape(d['at'])}* (your time zone), "
+                "with what your emails did the day before."
+            )
+        ]
+    return [section("Your daily digest is off: `/beacon digest on` turns it back on.")]
 
 
 @job("digest", describe=lambda arguments: "digest sent now")

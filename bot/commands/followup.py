@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.blocks import Block, renders
 from bot.commands.nonopeners import Who, parse_who
+from bot.commands.send import send_out_blocks
 from bot.context import CommandFailed, Context, Reply, find_campaign, find_template
 from bot.grammar import CommandError, Token, campaign_ref
 from bot.permissions import check_send_size
@@ -89,3 +91,8 @@ def followup(command: FollowUp, context: Context) -> Reply:
         if reply.job is not None:
             connection.commit()
     return reply
+
+
+@renders("followup")
+def followup_blocks(reply: Reply) -> list[Block]:
+    return send_out_blocks(reply, "Follow up with")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.blocks import Block, escape, header, renders, text_sections
 from bot.context import CommandFailed, Context, Reply
 from bot.grammar import Token
 from bot.registry import all_commands, command
@@ -34,3 +35,15 @@ def help_command(topic: str | None, context: Context) -> Reply:
         for s in specs
     ]
     return Reply("\n".join(lines), {"commands": data})
+
+
+@renders("help")
+def help_blocks(reply: Reply) -> list[Block]:
+    groups: dict[str, list[str]] = {}
+    for spec in reply.data["commands"]:
+        line = f"`{escape(spec['usage'])}`\n{escape(spec['summary'])}"
+        groups.setdefault(spec["section"], []).append(line)
+    blocks = [header("mailbeacon commands")]
+    for name, lines in groups.items():
+        blocks += text_sections(f"*{escape(name)}*\n" + "\n".join(lines))
+    return blocks

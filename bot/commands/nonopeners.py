@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.blocks import Block, follow_up_button, header, person, renders, rows, section
+from bot.blocks import context as note
 from bot.context import Context, Reply, find_campaign
 from bot.grammar import CommandError, Token, campaign_ref, strip_flag, words
 from bot.registry import command
@@ -104,3 +106,27 @@ def nonopeners(command: NonOpeners, context: Context) -> Reply:
         "include_machine": who.include_machine,
     }
     return Reply("\n".join(lines), data)
+
+
+@renders("nonopeners")
+def nonopeners_blocks(reply: Reply) -> list[Block]:
+    d = reply.data
+    people, outcome, u = d["endusers"], d["outcome"], d["untracked"]
+    n = len(people)
+    counts = counting(Who(outcome, d["include_machine"])).removeprefix(": ")
+    notes = [counts[:1].upper() + counts[1:]] if counts else []
+    if u:
+        notes.append(
+            f"{u} {'email was' if u == 1 else 'emails were'} sent without that tracking: "
+            "nobody can tell."
+        )
+    blocks = [
+        header(f"Campaign #{d['campaign']}: not {outcome}"),
+        section(f"*{n}* {'enduser has' if n == 1 else 'endusers have'} not {outcome} it."),
+        *rows(people, person),
+    ]
+    if notes:
+        blocks.append(note(*notes))
+    if people:
+        blocks.append(follow_up_button(d["campaign"], outcome, d["include_machine"]))
+    return blocks

@@ -5,6 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.blocks import (
+    MAX_TEXT,
+    Block,
+    escape,
+    fields_section,
+    header,
+    quote,
+    renders,
+    section,
+    text_sections,
+)
+from bot.blocks import context as note
 from bot.context import CommandFailed, Context, Reply, find_campaign, find_template
 from bot.grammar import CommandError, Token
 from bot.permissions import check_send_size
@@ -109,3 +121,54 @@ def send(command: Send, context: Context) -> Reply:
         if reply.job is not None:
             connection.commit()
     return reply
+
+
+@renders("send")
+def send_blocks(reply: Reply) -> list[Block]:
+    return send_out_blocks(reply, "Send")
+
+
+def send_out_blocks(reply: Reply, asking: str) -> list[Block]:
+    """A send-out's preview (of `send` or `followup`), or once confirmed, its campaign on the
+    way. At most 47 blocks: slack_app adds the Send and Cancel buttons after them."""
+    d = reply.data
+    n = d["emails"]
+    emails = f"{n} {'email' if n == 1 else 'emails'}"
+    if "campaign" in d:
+        job = f" as job #{reply.job}" if reply.job is not None else ""
+        return [
+            header(f"Campaign #{d['campaign']} ({escape(d['template'])})"),
+            section(f"{emails} ({escape(d['mode'])}) on the way{job}."),
+            note(escape(d["audience"])),
+        ]
+    tracked = " and ".join(k for k in ("opens", "clicks") if d[f"track_{k}"]) or "nothing"
+    blocks = [
+        header(f"{asking} {escape(d['template'])} (v{d['version']})?"),
+        *fields_section(
+            ("Emails", n),
+            ("As", d["mode"]),
+            ("Tracking", f"{tracked} (replies always)"),
+            ("First email to" if d["mode"] == "individual" else "First in To:", d["first"]),
+        ),
+        note(escape(d["audience"])),
+        *_recipients(d["recipients"]),
+    ]
+    if "first_text" in d:  # the first email, rendered, when the preview's data carries it
+        blocks.append(section(f"*Subject:* {escape(d['first_subject'])}"))
+        blocks += text_sections(quote(d["first_text"]))[:10]
+    return blocks
+
+
+def _recipients(addresses: list[str]) -> list[Block]:
+    """As many addresses as one section holds, then how many more there are."""
+    listed: list[str] = []
+    size = len("*To:* ")
+    for address in addresses:
+        size += len(escape(address)) + 2
+        if size > MAX_TEXT:
+            break
+        listed.append(escape(address))
+    blocks = [section("*To:* " + ", ".join(listed))]
+    if len(listed) < len(addresses):
+        blocks.append(note(f"… and {len(addresses) - len(listed)} more"))
+    return blocks

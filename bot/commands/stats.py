@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from bot.commands.campaigns import rates_text
+from bot.blocks import Block, escape, fields_section, header, person, rate, renders, rows, section
+from bot.blocks import context as note
+from bot.commands.campaigns import rates_line, rates_text
 from bot.context import CommandFailed, Context, Reply, find_campaign
 from bot.grammar import CommandError, Token
 from bot.registry import command
@@ -101,6 +103,34 @@ def show_stats(command: Stats, context: Context) -> Reply:
     return Reply("\n".join(lines), {"rows": data, "by": command.by, "raw": command.raw})
 
 
+@renders("stats")
+def stats_blocks(reply: Reply) -> list[Block]:
+    d = reply.data
+    title = header("Rates" + (f" by {d['by']}" if d["by"] else ""))
+    counted = note(
+        "Machines included: Apple's privacy proxy and link scanners count too."
+        if d["raw"]
+        else "People only: `raw` counts machine opens and link scanners too."
+    )
+    if not d["rows"]:
+        return [title, section("Nothing sent yet."), counted]
+    if d["by"] is None:
+        [r] = d["rows"]
+        figures = fields_section(
+            ("Emails", r["emails"]),
+            ("Opened", rate(r["open_rate"])),
+            ("Clicked", rate(r["click_rate"])),
+            ("Replied", rate(r["reply_rate"])),
+        )
+        return [title, *figures, counted]
+    return [title, *rows(d["rows"], _stats_row), counted]
+
+
+def _stats_row(r: dict[str, Any]) -> str:
+    n = r["emails"]
+    return f"*{escape(r['label'])}*: {n} {'email' if n == 1 else 'emails'}\n{rates_line(r)}"
+
+
 def parse_cohort_command(text: str, args: list[Token]) -> str:
     if not args:
         raise CommandError("say `engaged` or `unengaged`, then a template or campaign")
@@ -156,3 +186,24 @@ def cohort(text: str, context: Context) -> Reply:
         "endusers": [{"email": p.email, "name": p.name, "company": p.company_name} for p in people],
     }
     return Reply("\n".join(lines), data)
+
+
+@renders("cohort")
+def cohort_blocks(reply: Reply) -> list[Block]:
+    d = reply.data
+    people = d["endusers"]
+    target = f"#{d['campaign']}" if d["campaign"] is not None else escape(d["template"])
+    what = f"campaign {target}" if d["campaign"] is not None else f"template {target}"
+    since = d["since_days"]
+    words = f"cohort {'engaged' if d['engaged'] else 'unengaged'} {target}"
+    words += f" since {since}d" if since else ""
+    n = len(people)
+    return [
+        header(f"{'Engaged with' if d['engaged'] else 'Did not engage with'} {what}"),
+        section(
+            f"*{n}* {'enduser' if n == 1 else 'endusers'}"
+            + (f" in the last {since} days" if since else "")
+        ),
+        *rows(people, person),
+        note(f"`/beacon send &lt;template&gt; to {words}` sends to them."),
+    ]

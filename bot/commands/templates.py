@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from bot.blocks import Block, escape, header, quote, renders, rows, section, text_sections
+from bot.blocks import context as note
 from bot.context import CommandFailed, Context, Reply, find_template
 from bot.grammar import CommandError, Token
 from bot.registry import command
@@ -50,6 +53,25 @@ def templates(_: None, context: Context) -> Reply:
     return Reply("\n".join(lines), {"templates": data})
 
 
+@renders("templates")
+def templates_blocks(reply: Reply) -> list[Block]:
+    items = reply.data["templates"]
+    if not items:
+        return [
+            section(
+                "No templates yet: add files to the templates folder and run "
+                "`mailbeacon templates sync`."
+            )
+        ]
+    return [header("Templates"), *rows(items, _template_row)]
+
+
+def _template_row(t: dict[str, Any]) -> str:
+    tracked = [k for k in ("opens", "clicks") if t[f"track_{k}"]]
+    line = f"*{escape(t['key'])}* (v{t['version']}) · tracks {' and '.join(tracked) or 'nothing'}"
+    return line + (f"\n{escape(t['description'])}" if t["description"] else "")
+
+
 @dataclass(frozen=True)
 class Preview:
     template: str
@@ -88,3 +110,13 @@ def preview(command: Preview, context: Context) -> Reply:
         raise CommandFailed(str(exc)) from None
     text = f"Subject: {rendered.subject}\n\n{rendered.text}"
     return Reply(text, {"subject": rendered.subject, "html": rendered.html, "text": rendered.text})
+
+
+@renders("preview")
+def preview_blocks(reply: Reply) -> list[Block]:
+    return [
+        header("Preview"),
+        section(f"*Subject:* {escape(reply.data['subject'])}"),
+        *text_sections(quote(reply.data["text"]))[:40],
+        note("Nothing was sent or stored; the HTML part is not shown here."),
+    ]

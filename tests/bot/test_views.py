@@ -3,79 +3,32 @@ real sends and hits recorded by the real recorder, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
 
 from bot.context import CommandFailed
 from outreach.mailbox import Delivered, PermanentFailure
 from outreach.maildir import MaildirMailbox
 from outreach.templates import sync_templates
 from store.clock import utcnow
-from store.schema import emails, engagements, events
 from tests.bot.conftest import BOSS, MEMBER, ROOT, Team
-from tracking.classify import Hit, Rules
-from tracking.recorder import Recorder
-from tracking.settings import TrackingSettings
+from tests.bot.playbook import (
+    APPLE_MPP,
+    DANA,
+    INGRID,
+    LEE,
+    OLIVIA,
+    PERSON,
+    PRIYA,
+    SAM,
+    everyone_did_something,
+    hits,
+    inbound,
+)
 from tracking.tokens import TokenKind, TokenSigner
-
-DANA = "dana.reyes@acme-logistics.example"
-SAM = "sam.okafor@acme-logistics.example"
-LEE = "lee.chen@acme-logistics.example"
-PRIYA = "priya.nair@bluebird-health.example"
-INGRID = "ingrid.larsen@northwind.example"
-RAJ = "raj.patel@initech.example"
-OLIVIA = "olivia.hart@globex.example"
-
-PERSON = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
-APPLE_MPP = "Mozilla/5.0"  # Apple Mail Privacy Protection fetches every image: a machine
-LATER = timedelta(hours=1)  # well past the machine window after sending
-
-
-def _email_of(team: Team) -> dict[str, int]:
-    """The newest email to each address (its first To recipient)."""
-    with team.engine.connect() as connection:
-        rows = connection.execute(select(emails.c.id, emails.c.to_addrs).order_by(emails.c.id))
-        return {row.to_addrs[0]: row.id for row in rows}
-
-
-def _hits(team: Team, *hits: tuple[str, str, str]) -> None:
-    """(address, open|click, user agent) hits, an hour after sending, through the recorder the
-    tracking server runs."""
-    email_of = _email_of(team)
-    at = team.clock() + LATER
-
-    async def play() -> None:
-        recorder = Recorder(team.engine, TrackingSettings(base_url="https://t.example"), Rules())
-        recorder.start()
-        for address, kind, user_agent in hits:
-            link = 1 if kind == "click" else None
-            hit = Hit("open" if kind == "open" else "click", at, link, user_agent=user_agent)
-            await recorder.record(email_of[address], hit)
-        await recorder.stop()
-
-    asyncio.run(play())
-
-
-def _inbound(team: Team, address: str, kind: str) -> None:
-    """A reply, auto-reply or bounce to the email sent to `address`, stored as reply sync
-    stores it: one event, and the engagement row updated with it."""
-    email_id = _email_of(team)[address]
-    at = team.clock() + LATER
-    changes: dict[str, dict[str, Any]] = {
-        "reply": {"reply_rate": 100, "replies": 1, "replied_at": at},
-        "auto_reply": {"auto_replied_at": at},
-        "bounce": {"bounced_at": at},
-    }
-    with team.engine.begin() as connection:
-        connection.execute(events.insert().values(email_id=email_id, kind=kind, at=at))
-        connection.execute(
-            update(engagements).where(engagements.c.email_id == email_id).values(**changes[kind])
-        )
 
 
 def _refuse(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
@@ -90,15 +43,6 @@ def _refuse(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
         return send(mailbox, message, thread_id)
 
     monkeypatch.setattr(MaildirMailbox, "send", refusing)
-
-
-def _everyone_did_something(team: Team) -> None:
-    """The outage to Dana (opens), Sam (only Apple's proxy opens), Lee (clicks), Priya
-    (replies), Ingrid (nothing), Raj (bounces)."""
-    team.run(f"send outage to {DANA}, {SAM}, {LEE}, {PRIYA}, {INGRID}, {RAJ}", yes=True)
-    _hits(team, (DANA, "open", PERSON), (SAM, "open", APPLE_MPP), (LEE, "click", PERSON))
-    _inbound(team, PRIYA, "reply")
-    _inbound(team, RAJ, "bounce")
 
 
 def _new_version(team: Team, key: str) -> None:
@@ -122,10 +66,10 @@ def test_campaign_shows_counts_human_and_raw_rates_and_each_enduser(
 ) -> None:
     _refuse(monkeypatch, OLIVIA)
     team.run(f"send webinar to {DANA}, {SAM}, {LEE}, {PRIYA}, {INGRID}, {OLIVIA}", yes=True)
-    _hits(team, (DANA, "open", PERSON), (SAM, "open", APPLE_MPP), (LEE, "click", PERSON))
-    _inbound(team, PRIYA, "reply")
-    _inbound(team, INGRID, "bounce")
-    _inbound(team, SAM, "auto_reply")
+    hits(team, (DANA, "open", PERSON), (SAM, "open", APPLE_MPP), (LEE, "click", PERSON))
+    inbound(team, PRIYA, "reply")
+    inbound(team, INGRID, "bounce")
+    inbound(team, SAM, "auto_reply")
 
     reply = team.run("campaign 1")
     lines = reply.text.splitlines()
@@ -195,7 +139,7 @@ def _two_senders(team: Team) -> None:
     team.run(f"send outage to {DANA}", BOSS, yes=True)
     team.run(f"send outage to {LEE} track clicks", BOSS, yes=True)
     team.run(f"send webinar to {SAM}", MEMBER, yes=True)
-    _hits(team, (DANA, "open", PERSON), (LEE, "click", PERSON), (SAM, "open", APPLE_MPP))
+    hits(team, (DANA, "open", PERSON), (LEE, "click", PERSON), (SAM, "open", APPLE_MPP))
 
 
 def _rates(reply_data: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -208,7 +152,7 @@ def _rates(reply_data: dict[str, Any]) -> list[tuple[Any, ...]]:
 def test_stats_count_each_rate_only_where_it_was_tracked(team: Team) -> None:
     team.run(f"send outage to {DANA}", yes=True)
     team.run(f"send outage to {LEE} track clicks", yes=True)  # nobody can tell if Lee opened
-    _hits(team, (DANA, "open", PERSON))
+    hits(team, (DANA, "open", PERSON))
     reply = team.run("stats")
     assert reply.text == (
         "Rates of everyone's emails (people only; `raw` counts machines too):\n"
@@ -277,7 +221,7 @@ def test_stats_since_leave_out_what_was_sent_before(team: Team) -> None:
     _two_senders(team)
     team.clock = lambda: utcnow() + timedelta(days=40)
     team.run(f"send webinar to {INGRID}", BOSS, yes=True)
-    _hits(team, (INGRID, "open", PERSON))
+    hits(team, (INGRID, "open", PERSON))
     reply = team.run("stats since 30d")
     assert reply.text == (
         "Rates of everyone's emails of the last 30 days (people only; `raw` counts machines too):\n"
@@ -292,7 +236,7 @@ def test_versions_of_a_template_are_one_template(team: Team) -> None:
     _new_version(team, "outage")
     assert "outage (v2)" in team.run("templates").text
     team.run(f"send outage to {LEE}", yes=True)
-    _hits(team, (DANA, "open", PERSON))
+    hits(team, (DANA, "open", PERSON))
     assert _rates(team.run("stats by template").data) == [("outage", 2, 50.0, 0.0, 0.0)]
     assert _people(team.run("cohort engaged outage").data) == [DANA]
     assert _people(team.run("cohort unengaged outage").data) == [LEE]
@@ -315,7 +259,7 @@ def test_versions_of_a_template_are_one_template(team: Team) -> None:
 def test_cohort_lists_who_engaged_as_a_person_or_did_not(
     team: Team, text: str, listed: list[str]
 ) -> None:
-    _everyone_did_something(team)
+    everyone_did_something(team)
     reply = team.run(text)
     assert _people(reply.data) == listed
     assert reply.text.splitlines()[1:] == [
@@ -325,7 +269,7 @@ def test_cohort_lists_who_engaged_as_a_person_or_did_not(
 
 
 def test_cohort_heading_says_who_and_of_what(team: Team) -> None:
-    _everyone_did_something(team)
+    everyone_did_something(team)
     assert team.run("cohort unengaged outage").text.splitlines()[0] == (
         "2 endusers did not engage with template outage:"
     )
@@ -335,7 +279,7 @@ def test_cohort_heading_says_who_and_of_what(team: Team) -> None:
 
 
 def test_a_cohort_since_leaves_out_older_emails(team: Team) -> None:
-    _everyone_did_something(team)
+    everyone_did_something(team)
     team.clock = lambda: utcnow() + timedelta(days=40)
     reply = team.run("cohort unengaged outage since 30d")
     assert reply.text == "0 endusers did not engage with template outage in the last 30 days:"
@@ -354,7 +298,7 @@ def test_a_cohort_since_leaves_out_older_emails(team: Team) -> None:
 def test_a_cohort_that_cannot_be_listed_says_why(
     team: Team, text: str, who: str, message: str
 ) -> None:
-    _everyone_did_something(team)
+    everyone_did_something(team)
     with pytest.raises(CommandFailed, match=message):
         team.run(text, who)
 
@@ -372,7 +316,7 @@ def test_a_malformed_cohort_points_at_the_word_that_is_wrong(team: Team) -> None
 
 
 def test_a_cohort_is_an_audience(team: Team) -> None:
-    _everyone_did_something(team)
+    everyone_did_something(team)
     preview = team.run("send webinar to cohort unengaged outage")
     assert preview.needs_confirmation
     assert preview.data["recipients"] == [INGRID, SAM]
