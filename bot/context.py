@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, select
 
 from bot.users import User
 from outreach.mailbox import Mailbox
+from outreach.oauth import OAuthSettings
 from outreach.templates import StoredTemplate, latest_template
 from store.clock import Clock, utcnow
 from store.schema import campaigns
@@ -43,6 +44,8 @@ class Context:
     clock: Clock = utcnow
     # What `alerts add … via` takes here: mailbeacon.channels.channel_names(settings).
     alert_channels: frozenset[str] = frozenset()
+    # The OAuth apps mailboxes connect through (`/beacon connect`).
+    oauth: OAuthSettings = field(default_factory=OAuthSettings)
     confirmed: bool = False  # the user confirmed (a button, `--yes`): a send goes out
     # Where the command came from, for a job to say how it ended: {"slack": {…}}; None: `cmd`.
     reply_to: dict[str, Any] | None = None

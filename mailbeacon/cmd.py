@@ -24,9 +24,7 @@ from outreach.accounts import (
     reencrypt_mailboxes,
     set_default_mailbox,
 )
-from outreach.oauth import OAuthError, check_configured, make_state, redirect_uri, sign_in_url
 from outreach.templates import sync_templates
-from store.clock import utcnow
 from store.crypto import CredentialCipher
 
 
@@ -189,18 +187,15 @@ def _fail(message: str, as_json: bool) -> int:
 
 
 def connect_link(settings: Settings, engine: Engine, provider: str, who: str) -> int:
-    """Print the sign-in link that connects `who`'s own mailbox; the running server (`serve`)
-    receives the answer at <tracking.base_url>/oauth/…/callback."""
+    """Print the sign-in link that connects `who`'s own mailbox: `/beacon connect` as `who`.
+    The running server (`serve`) is where the link leads and the answer comes back."""
     user = _user(settings, engine, who)
     if user is None:
         return _fail(NOT_A_USER.format(who=who), False)
     try:
-        check_configured(settings.oauth, provider)
-        state = make_state(settings.tracking.signing_keys[0], user.id, provider, utcnow())
-        back = redirect_uri(settings.tracking.base_url, provider)
-        link = sign_in_url(settings.oauth, provider, back, state, login_hint=user.email)
-    except OAuthError as exc:
+        reply = run_text(f"connect {provider}", command_context(settings, engine, user))
+    except CommandFailed as exc:
         return _fail(str(exc), False)
-    print(f"Open this link as {user.email} within 10 minutes, with `mailbeacon serve` running:")
-    print(link)
+    print("The link leads to this server: `mailbeacon serve` must be running.")
+    print(reply.text)
     return 0

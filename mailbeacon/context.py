@@ -29,6 +29,7 @@ def command_context(
         mailbox_for=lambda sender: mailbox_of(sender.id, sender.email),
         clock=clock,
         alert_channels=channel_names(settings),
+        oauth=settings.oauth,
     )
 
 

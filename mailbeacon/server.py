@@ -8,11 +8,12 @@ import html
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, select, text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from mailbeacon.settings import Settings
@@ -20,7 +21,21 @@ from mailbeacon.slackbot import slack_bot, slack_routes, socket_mode
 from mailbeacon.worker import start_jobs
 from notifier.desktop import desktop_routes
 from outreach.accounts import save_mailbox
-from outreach.oauth import NAMES, SERVICES, OAuthError, finish_sign_in, read_callback, redirect_uri
+from outreach.oauth import (
+    CONNECT_PATH,
+    COOKIE,
+    NAMES,
+    SERVICES,
+    SIGN_IN_TTL,
+    OAuthError,
+    browser_cookie,
+    finish_sign_in,
+    open_sign_in,
+    read_callback,
+    redirect_uri,
+    sign_in_url,
+    use_sign_in,
+)
 from store.clock import Clock, utcnow
 from store.crypto import CredentialCipher
 from store.engine import make_engine
@@ -82,6 +97,10 @@ def create_app(
                 await jobs.stop()
             await recorder.stop()
 
+    def sign_in_link(request: Request) -> Response:
+        # A plain def: Starlette runs it in a thread, as Microsoft's sign-in URL is network I/O.
+        return _open_sign_in(settings, engine, clock, request)
+
     def oauth_callback(request: Request) -> HTMLResponse:
         # A plain def: Starlette runs it in a thread, as the code exchange is network I/O.
         return _connect_mailbox(settings, engine, clock, request)
@@ -95,6 +114,7 @@ def create_app(
             *endpoints.routes(),
             *desktop_routes(engine, signer),
             Route("/healthz", healthz),
+            Route(CONNECT_PATH, sign_in_link),
             Route("/oauth/{service}/callback", oauth_callback),
         ]
     )
@@ -103,34 +123,65 @@ def create_app(
     return endpoints
 
 
+def _open_sign_in(settings: Settings, engine: Engine, clock: Clock, request: Request) -> Response:
+    """A sign-in link from `/beacon connect`: the first browser to open it gets a cookie that
+    only it can finish the sign-in with, and goes on to Google's or Microsoft's sign-in."""
+    cookie = browser_cookie(request.cookies.get(COOKIE))
+    base_url = settings.tracking.base_url
+    try:
+        with engine.begin() as connection:
+            sign_in = open_sign_in(connection, request.path_params["sign_in"], cookie, clock())
+        url = sign_in_url(settings.oauth, sign_in, redirect_uri(base_url, sign_in.provider))
+    except OAuthError as exc:
+        return _page(f"The mailbox was not connected: {exc}", exc.status)
+    response = RedirectResponse(url, 302, headers={"Cache-Control": "no-store"})
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        max_age=int(SIGN_IN_TTL.total_seconds()),
+        path=urlsplit(base_url).path.rstrip("/") or "/",  # the link and the callbacks
+        secure=base_url.startswith("https://"),
+        httponly=True,
+        samesite="lax",  # sent on the provider's redirect back, a top-level GET
+    )
+    return response
+
+
 def _connect_mailbox(
     settings: Settings, engine: Engine, clock: Clock, request: Request
 ) -> HTMLResponse:
-    """Where Google or Microsoft send the browser back after `mailbeacon connect`."""
+    """Where Google or Microsoft send the browser back from a sign-in link."""
     provider = {service: name for name, service in SERVICES.items()}.get(
         request.path_params["service"]
     )
     if provider is None:
         return _page("There is no such sign-in.", 404)
+    query = request.query_params
     try:
-        callback = read_callback(
-            settings.tracking.signing_keys[0], provider, request.query_params, clock()
-        )
-        connected = finish_sign_in(
-            settings.oauth, callback, redirect_uri(settings.tracking.base_url, provider)
-        )
+        # Used from here on, whatever comes next: a code redeems once anyway.
+        with engine.begin() as connection:
+            sign_in = use_sign_in(
+                connection,
+                query.get("state", ""),
+                provider,
+                request.cookies.get(COOKIE, ""),
+                clock(),
+            )
+        code = read_callback(provider, query)
+        back = redirect_uri(settings.tracking.base_url, provider)
+        connected = finish_sign_in(settings.oauth, sign_in, code, back)
         with engine.begin() as connection:
             save_mailbox(
                 connection,
                 provider=connected.provider,
                 address=connected.address,
-                owner_user_id=callback.user_id,
+                owner_user_id=sign_in.user_id,
                 credentials=connected.credentials,
                 cipher=CredentialCipher(settings.secrets.encryption_keys),
             )
-            owner = connection.scalar(select(users.c.email).where(users.c.id == callback.user_id))
+            owner = connection.scalar(select(users.c.email).where(users.c.id == sign_in.user_id))
     except OAuthError as exc:
-        return _page(f"The mailbox was not connected: {exc}", 400)
+        return _page(f"The mailbox was not connected: {exc}", exc.status)
     return _page(
         f"Connected {connected.address} ({NAMES[provider]}): emails that {owner} sends with "
         "mailbeacon now go out from it. You can close this page."

@@ -1,7 +1,9 @@
-"""Connecting a Gmail or Outlook mailbox: the OAuth 2.0 authorization-code flows, no web framework.
+"""Connecting a Gmail or Outlook mailbox: sign-in links and the OAuth 2.0 authorization-code
+flows, no web framework.
 
-`mailbeacon connect` (or Slack) makes the sign-in link; the server's callback route receives the
-answer. The `state` carries who asked, signed and short-lived, so the two need share no session.
+`/beacon connect` (or `mailbeacon connect`) makes a sign-in: a `sign_ins` row whose random id is
+in the link and is the OAuth `state`. The first browser to open the link is the only one that
+may finish it (a cookie), once, within 10 minutes, and only with the address the sign-in names.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+import secrets
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -26,11 +30,13 @@ from google_auth_httplib2 import AuthorizedHttp
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from msal.exceptions import MsalServiceError
+from sqlalchemy import Connection, select, update
 
 from outreach.gmail import gmail_error
 from outreach.outlook import SCOPES as GRAPH_SCOPES
 from outreach.outlook import MsalHttpClient
 from store.clock import Clock, utcnow
+from store.schema import sign_ins
 
 PROVIDERS = ("gmail", "outlook")
 NAMES = {"gmail": "Google", "outlook": "Microsoft"}
@@ -38,14 +44,20 @@ GMAIL_SCOPES = (
     "https://www.googleapis.com/auth/gmail.send",
     "https://www.googleapis.com/auth/gmail.readonly",  # reply and bounce sync
 )
-STATE_TTL = timedelta(minutes=10)
+SIGN_IN_TTL = timedelta(minutes=10)
+CONNECT_PATH = "/connect/{sign_in}"
 CALLBACK_PATH = "/oauth/{service}/callback"
 # The callback paths are named after the sign-in service (DESIGN §5), the providers after the mail.
 SERVICES = {"gmail": "google", "outlook": "microsoft"}
+COOKIE = "mailbeacon_sign_in"  # marks the browser that opened a sign-in link
 
 
 class OAuthError(Exception):
     """A sign-in that did not work out for a reason a user or admin can fix; says how."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status  # of the page that says so
 
 
 @dataclass(frozen=True)
@@ -74,12 +86,15 @@ class OAuthSettings:
 
 
 @dataclass(frozen=True)
-class Callback:
-    """A genuine answer to one of our sign-in links."""
+class SignIn:
+    """A sign-in link (a `sign_ins` row): who asked, for which provider, the one address it may
+    connect, and the PKCE verifier of Google's flow."""
 
+    id: str
     user_id: int
     provider: str
-    code: str
+    address: str
+    code_verifier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,112 +111,191 @@ def redirect_uri(base_url: str, provider: str) -> str:
     return base_url.rstrip("/") + CALLBACK_PATH.format(service=SERVICES[provider])
 
 
-# -- state ---------------------------------------------------------------------------------------
-
-STATE_INVALID = (
-    "this sign-in link expired or was tampered with: run `mailbeacon connect gmail|outlook "
-    "--as <email>` (or `/beacon connect`) again and use the new link within 10 minutes"
-)
+def _again(provider: str) -> str:
+    return (
+        f"run `/beacon connect {provider}` (or `mailbeacon connect {provider} --as <email>`) again"
+    )
 
 
-def make_state(signer_key: str, user_id: int, provider: str, now: datetime) -> str:
+# -- sign-ins ------------------------------------------------------------------------------------
+
+NO_SUCH_SIGN_IN = f"there is no such sign-in link: {_again('gmail|outlook')}"
+
+
+def create_sign_in(
+    connection: Connection, user_id: int, provider: str, address: str, now: datetime
+) -> SignIn:
     if provider not in PROVIDERS:
         raise ValueError(f"unknown provider {provider!r}")
-    payload = f"{user_id}.{provider}.{int(now.timestamp())}".encode()
-    return f"{_b64(payload)}.{_b64(_state_tag(signer_key, payload))}"
+    sign_in = SignIn(
+        id=secrets.token_urlsafe(32),  # 256 bits: until a browser opens it, the link is the key
+        user_id=user_id,
+        provider=provider,
+        address=address.strip().lower(),
+        code_verifier=secrets.token_urlsafe(64) if provider == "gmail" else None,
+    )
+    connection.execute(sign_ins.insert().values(**asdict(sign_in), created_at=now))
+    return sign_in
 
 
-def read_state(signer_key: str, state: str, now: datetime) -> tuple[int, str]:
-    """(user id, provider) of a state made here in the last 10 minutes; OAuthError otherwise."""
-    try:
-        encoded_payload, encoded_tag = state.split(".")
-        payload, tag = _unb64(encoded_payload), _unb64(encoded_tag)
-    except ValueError:  # binascii.Error and non-ASCII text are ValueErrors too
-        raise OAuthError(STATE_INVALID) from None
-    if not hmac.compare_digest(tag, _state_tag(signer_key, payload)):
-        raise OAuthError(STATE_INVALID)
-    user_id, provider, issued = payload.decode().split(".")
-    # Either way: the machine that made the link may have a clock a little ahead of ours.
-    if abs(now - datetime.fromtimestamp(int(issued), UTC)) > STATE_TTL:
-        raise OAuthError(STATE_INVALID)
-    return int(user_id), provider
+def sign_in_link(base_url: str, sign_in: SignIn) -> str:
+    return base_url.rstrip("/") + CONNECT_PATH.format(sign_in=sign_in.id)
 
 
-def read_callback(
-    signer_key: str, provider: str, query: Mapping[str, str], now: datetime
-) -> Callback:
-    """The query string the provider sent the browser back with, checked."""
-    user_id, asked = read_state(signer_key, query.get("state", ""), now)
-    again = f"run `mailbeacon connect {provider}` (or `/beacon connect {provider}`) again"
-    if asked != provider:
-        raise OAuthError(f"this sign-in link was made for {asked}, not {provider}: {again}")
+def browser_cookie(current: str | None) -> str:
+    """This browser's sign-in cookie: the one it has (two links open in one browser both
+    work), else a new random one."""
+    return current or secrets.token_urlsafe(32)
+
+
+def open_sign_in(connection: Connection, sign_in_id: str, cookie: str, now: datetime) -> SignIn:
+    """The sign-in a link names, bound to the browser with this cookie if it is the first to
+    open it; OAuthError when the link is unknown, used, expired or was opened elsewhere."""
+    if not cookie:
+        raise ValueError("a sign-in is opened by a browser with a cookie")
+    _check_id(sign_in_id)
+    connection.execute(
+        update(sign_ins)
+        .where(sign_ins.c.id == sign_in_id, sign_ins.c.cookie_hash.is_(None))
+        .values(cookie_hash=_hash(cookie))
+    )
+    row = _sign_in_row(connection, sign_in_id)
+    return _live(row, row is not None and row.used_at is not None, cookie, now)
+
+
+def use_sign_in(
+    connection: Connection, state: str, provider: str, cookie: str, now: datetime
+) -> SignIn:
+    """The sign-in a callback's `state` names, marked used in the caller's transaction: a second
+    callback with it, even at the same moment, finds it used. A refusal rolls the mark back."""
+    _check_id(state)
+    marked = connection.execute(
+        update(sign_ins)
+        .where(sign_ins.c.id == state, sign_ins.c.used_at.is_(None))
+        .values(used_at=now)
+    ).rowcount
+    sign_in = _live(_sign_in_row(connection, state), not marked, cookie, now)
+    if sign_in.provider != provider:
+        raise OAuthError(
+            f"this sign-in link was made for {sign_in.provider}, not {provider}: {_again(provider)}"
+        )
+    return sign_in
+
+
+def _check_id(sign_in_id: str) -> None:
+    # Ours are 43 URL-safe characters; others (with a NUL byte, say) need not reach the database.
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", sign_in_id):
+        raise OAuthError(NO_SUCH_SIGN_IN, 404)
+
+
+def _sign_in_row(connection: Connection, sign_in_id: str) -> Any:
+    return connection.execute(select(sign_ins).where(sign_ins.c.id == sign_in_id)).first()
+
+
+def _live(row: Any, used: bool, cookie: str, now: datetime) -> SignIn:
+    if row is None:
+        raise OAuthError(NO_SUCH_SIGN_IN, 404)
+    if used:
+        raise OAuthError(
+            f"this sign-in link was used already (it works once): {_again(row.provider)}"
+        )
+    if now - row.created_at > SIGN_IN_TTL:
+        raise OAuthError(
+            f"this sign-in link expired (it works for 10 minutes): {_again(row.provider)}"
+        )
+    if (
+        row.cookie_hash is None
+        or not cookie
+        or not hmac.compare_digest(row.cookie_hash, _hash(cookie))
+    ):
+        raise OAuthError(
+            "this sign-in link was opened in another browser (it works only in the browser that "
+            f"opened it first): {_again(row.provider)}, and open the new link in this browser",
+            403,
+        )
+    return SignIn(row.id, row.user_id, row.provider, row.address, row.code_verifier)
+
+
+def _hash(cookie: str) -> str:
+    # Only a hash is stored: whoever reads the database cannot pose as the browser.
+    return hashlib.sha256(cookie.encode()).hexdigest()
+
+
+def read_callback(provider: str, query: Mapping[str, str]) -> str:
+    """The authorization code in the query string the provider sent the browser back with."""
     error = query.get("error")
     if error == "access_denied":
         raise OAuthError(
             f"the {NAMES[provider]} sign-in was cancelled, or mailbeacon was not allowed to send "
-            f"and read mail: {again} and allow it"
+            f"and read mail: {_again(provider)} and allow it"
         )
     if error:
         said = query.get("error_description", "")[:300]
-        raise OAuthError(f"{NAMES[provider]} sign-in failed ({error}: {said}): {again}")
+        raise OAuthError(f"{NAMES[provider]} sign-in failed ({error}: {said}): {_again(provider)}")
     code = query.get("code")
     if not code:
-        raise OAuthError(f"{NAMES[provider]} sent no authorization code back: {again}")
-    return Callback(user_id, provider, code)
+        raise OAuthError(f"{NAMES[provider]} sent no authorization code back: {_again(provider)}")
+    return code
 
 
-def _state_tag(key: str, payload: bytes) -> bytes:
-    if not key:
-        raise ValueError("a signing key is needed for sign-in states")
-    # A context prefix: the same key may sign tracking tokens, which must never pass for a state.
-    return hmac.new(key.encode(), b"mailbeacon oauth state\0" + payload, hashlib.sha256).digest()
+def code_challenge(verifier: str) -> str:
+    """PKCE's S256 challenge (RFC 7636): what the link shows of the verifier the exchange sends."""
+    return _b64(hashlib.sha256(verifier.encode("ascii")).digest())
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 # -- both providers ------------------------------------------------------------------------------
 
 
 def sign_in_url(
-    settings: OAuthSettings,
-    provider: str,
-    redirect_uri: str,
-    state: str,
-    login_hint: str | None = None,
-    *,
-    http_client: Any = None,
+    settings: OAuthSettings, sign_in: SignIn, redirect_uri: str, *, http_client: Any = None
 ) -> str:
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown provider {provider!r}")
-    if provider == "gmail":
-        return google_authorization_url(settings, redirect_uri, state, login_hint)
-    return microsoft_authorization_url(settings, redirect_uri, state, login_hint, http_client)
+    """Where the browser that opened the link goes to sign in: the sign-in's id is the state."""
+    if sign_in.provider == "gmail":
+        return google_authorization_url(
+            settings, redirect_uri, sign_in.id, sign_in.code_verifier, sign_in.address
+        )
+    return microsoft_authorization_url(
+        settings, redirect_uri, sign_in.id, sign_in.address, http_client
+    )
 
 
 def finish_sign_in(
     settings: OAuthSettings,
-    callback: Callback,
+    sign_in: SignIn,
+    code: str,
     redirect_uri: str,
     *,
     transport: httpx.BaseTransport | None = None,
     http: httplib2.Http | None = None,
     http_client: Any = None,
 ) -> Connected:
-    """Redeem the code and find out which mailbox signed in (network I/O: run it off the event
-    loop). The access token is not kept: the mailbox gets a fresh one when it starts."""
-    if callback.provider == "gmail":
-        tokens = exchange_google_code(settings, callback.code, redirect_uri, transport=transport)
+    """Redeem the code and find out which mailbox signed in: the sign-in's address, else
+    OAuthError (network I/O: run it off the event loop). The access token is not kept: the
+    mailbox gets a fresh one when it starts."""
+    if sign_in.provider == "gmail":
+        tokens = exchange_google_code(
+            settings, code, redirect_uri, sign_in.code_verifier, transport=transport
+        )
         address = gmail_address(tokens, settings, http)
         stored = {"refresh_token": tokens["refresh_token"], "scopes": tokens["scopes"]}
-        return Connected("gmail", address, stored)
-    tokens = exchange_microsoft_code(settings, callback.code, redirect_uri, http_client)
-    return Connected("outlook", tokens["address"], {"refresh_token": tokens["refresh_token"]})
+        connected = Connected("gmail", address, stored)
+    else:
+        tokens = exchange_microsoft_code(settings, code, redirect_uri, http_client)
+        connected = Connected(
+            "outlook", tokens["address"], {"refresh_token": tokens["refresh_token"]}
+        )
+    if connected.address.lower() != sign_in.address.lower():
+        raise OAuthError(
+            f"{connected.address} signed in, but this link may connect only {sign_in.address}: "
+            f"{_again(sign_in.provider)} and sign in as {sign_in.address}. To connect "
+            f"{connected.address} instead, an admin can allow it: `/beacon connect "
+            f"{sign_in.provider} for {connected.address}`"
+        )
+    return connected
 
 
 def check_configured(settings: OAuthSettings, provider: str) -> None:
@@ -232,7 +326,7 @@ def _token_error(provider: str, answer: Mapping[str, Any], status: int) -> OAuth
     if error == "invalid_grant":
         return OAuthError(
             f"{name} did not accept the sign-in code ({said}); it expires within minutes and "
-            f"works once: run `mailbeacon connect {provider}` again"
+            f"works once: {_again(provider)}"
         )
     if error in ("invalid_client", "unauthorized_client"):
         prefix = "google" if provider == "gmail" else "microsoft"
@@ -240,15 +334,20 @@ def _token_error(provider: str, answer: Mapping[str, Any], status: int) -> OAuth
             f"{name} refused mailbeacon's app credentials ({said}): check "
             f"oauth.{prefix}_client_id and oauth.{prefix}_client_secret (secrets expire)"
         )
-    return OAuthError(f"{name} sign-in failed ({said}): run `mailbeacon connect {provider}` again")
+    return OAuthError(f"{name} sign-in failed ({said}): {_again(provider)}")
 
 
 # -- Google --------------------------------------------------------------------------------------
 
 
 def google_authorization_url(
-    settings: OAuthSettings, redirect_uri: str, state: str, login_hint: str | None = None
+    settings: OAuthSettings,
+    redirect_uri: str,
+    state: str,
+    code_verifier: str | None,
+    login_hint: str | None = None,
 ) -> str:
+    """Google's sign-in page; with a verifier, the PKCE challenge that the code is bound to."""
     check_configured(settings, "gmail")
     query = {
         "client_id": settings.google_client_id,
@@ -260,6 +359,8 @@ def google_authorization_url(
         "include_granted_scopes": "true",
         "state": state,
     }
+    if code_verifier:
+        query |= {"code_challenge": code_challenge(code_verifier), "code_challenge_method": "S256"}
     if login_hint:
         query["login_hint"] = login_hint
     return f"{settings.google_auth_uri}?{urlencode(query)}"
@@ -269,11 +370,13 @@ def exchange_google_code(
     settings: OAuthSettings,
     code: str,
     redirect_uri: str,
+    code_verifier: str | None,
     *,
     transport: httpx.BaseTransport | None = None,
     clock: Clock = utcnow,
 ) -> dict[str, Any]:
-    """{refresh_token, access_token, expires_at (ISO 8601), scopes} for a code from Google."""
+    """{refresh_token, access_token, expires_at (ISO 8601), scopes} for a code from Google;
+    the PKCE verifier of the link's challenge, if it had one."""
     check_configured(settings, "gmail")
     form = {
         "code": code,
@@ -282,6 +385,8 @@ def exchange_google_code(
         "redirect_uri": redirect_uri,
         "grant_type": "authorization_code",
     }
+    if code_verifier:
+        form["code_verifier"] = code_verifier
     try:
         with httpx.Client(transport=transport, timeout=30) as client:
             response = client.post(settings.google_token_uri, data=form)
@@ -301,13 +406,13 @@ def exchange_google_code(
     if refused:
         raise OAuthError(
             f"mailbeacon was not allowed to {' and '.join(refused)} mail (gmail.send is for "
-            "sending, gmail.readonly for noticing replies and bounces): run `mailbeacon connect "
-            "gmail` again and tick every box on Google's consent screen"
+            f"sending, gmail.readonly for noticing replies and bounces): {_again('gmail')} and "
+            "tick every box on Google's consent screen"
         )
     if not answer.get("refresh_token"):
         raise OAuthError(
             "Google gave no refresh token: remove mailbeacon under "
-            "https://myaccount.google.com/permissions, then run `mailbeacon connect gmail` again"
+            f"https://myaccount.google.com/permissions, then {_again('gmail')}"
         )
     expires_at = clock() + timedelta(seconds=int(answer.get("expires_in", 0)))
     return {
@@ -412,7 +517,7 @@ def exchange_microsoft_code(
             "with the account of an Outlook mailbox"
         )
     if not result.get("refresh_token"):
-        raise OAuthError("Microsoft gave no refresh token: run `mailbeacon connect outlook` again")
+        raise OAuthError(f"Microsoft gave no refresh token: {_again('outlook')}")
     return {"refresh_token": result["refresh_token"], "address": address}
 
 
@@ -437,8 +542,8 @@ def _msal_app(settings: OAuthSettings, http_client: Any) -> Iterator[Any]:
         raise OAuthError(f"could not reach Microsoft sign-in: {exc!r}; try again") from exc
     try:
         # msal deprecates these two calls for initiate_auth_code_flow(), whose flow (a PKCE
-        # verifier and a nonce) must be kept from the link to the callback: the CLI makes the
-        # link and the server gets the answer, with no session between them. It also advises
+        # verifier and a nonce) is a dict to keep from the link to the callback; the sign-in
+        # (single-use, bound to one browser, one address) does that job here. It also advises
         # response_mode=form_post, which Google has no counterpart of. The code in the query
         # string is single-use and worthless without the client secret.
         with warnings.catch_warnings():

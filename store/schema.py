@@ -398,3 +398,19 @@ slack_seen = Table(
     Column("key", String(200), primary_key=True),
     _created(),
 )
+
+# Sign-in links of `/beacon connect` (outreach.oauth): each works once, within 10 minutes, in the
+# browser that opened it first, and connects only the mailbox address it names.
+sign_ins = Table(
+    "sign_ins",
+    metadata,
+    Column("id", String(64), primary_key=True),  # random (256 bits): the link and OAuth state
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("address", String(320), nullable=False),  # the user's own, or one an admin allowed
+    Column("code_verifier", String(128)),  # PKCE, Google's flow
+    Column("cookie_hash", String(64)),  # SHA-256 of the cookie of the browser that opened it
+    _created(),
+    Column("used_at", UTCDateTime()),
+    CheckConstraint("provider IN ('gmail', 'outlook')", name="provider"),
+)

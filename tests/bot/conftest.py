@@ -90,6 +90,11 @@ def team(engine: Engine, db_url: str, tmp_path: Path) -> Team:
         TRACKING__BASE_URL="https://t.example",
         TRACKING__SIGNING_KEYS=f"[{'k' * 32}]",
         OUTREACH__ADMIN_SEND_THRESHOLD="2",
+        # OAuth apps, so that `/beacon connect` makes links (they lead to fakes, if anywhere).
+        OAUTH__GOOGLE_CLIENT_ID="google-client",
+        OAUTH__GOOGLE_CLIENT_SECRET="google-secret",
+        OAUTH__MICROSOFT_CLIENT_ID="microsoft-client",
+        OAUTH__MICROSOFT_CLIENT_SECRET="microsoft-secret",
     )
     return Team(engine, settings, tmp_path)
 

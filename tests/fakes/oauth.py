@@ -1,8 +1,10 @@
-"""Google's token endpoint and Microsoft's authorization-code grant, for one OAuth app (the
-settings in OAUTH), and what a sign-in needs around them."""
+"""Google's sign-in page and token endpoint (PKCE included) and Microsoft's authorization-code
+grant, for one OAuth app (the settings in OAUTH), and what a sign-in needs around them."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import threading
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
@@ -27,7 +29,6 @@ from tests.fakes.graph import (
     token_answer,
 )
 
-KEY = "state-signing-key-" + "k" * 16
 NOW = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 BASE_URL = "https://beacon.example"
 GMAIL_REDIRECT = redirect_uri(BASE_URL, "gmail")
@@ -46,22 +47,46 @@ OAUTH = OAuthSettings(
 Json = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Issued:
+    """What Google binds a code to: the redirect URI and the PKCE challenge of its sign-in."""
+
+    redirect_uri: str
+    code_challenge: str | None
+
+
 @dataclass
 class FakeGoogle:
     """Google's token endpoint for one OAuth client: redeems each code it issued once (for the
-    redirect URI it was issued to) and the refresh tokens that came with them."""
+    redirect URI it was issued to, with the verifier of its PKCE challenge) and the refresh
+    tokens that came with them. `sign_in` is its sign-in page, where the person consents."""
 
     access_token: str = GMAIL_TOKEN
     scope: str = " ".join(GMAIL_SCOPES)
     forms: list[dict[str, str]] = field(default_factory=list)
-    codes: set[str] = field(default_factory=set)
+    codes: dict[str, Issued] = field(default_factory=dict)
     refresh_tokens: set[str] = field(default_factory=set)
     _serial: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
-    def issue_code(self) -> str:
+    def issue_code(
+        self, redirect_uri: str = GMAIL_REDIRECT, code_challenge: str | None = None
+    ) -> str:
         code = f"4/0AQ-code-{next(self._serial)}"
-        self.codes.add(code)
+        self.codes[code] = Issued(redirect_uri, code_challenge)
         return code
+
+    def sign_in(self, url: str) -> str:
+        """Where Google's sign-in page at `url` sends the browser once the person consents: the
+        redirect URI with a code and the state."""
+        query = {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+        assert url.startswith(OAUTH.google_auth_uri + "?")
+        assert query["client_id"] == OAUTH.google_client_id
+        challenge = query.get("code_challenge")
+        if challenge is not None:
+            assert query["code_challenge_method"] == "S256"
+        code = self.issue_code(query["redirect_uri"], challenge)
+        back = {"state": query["state"], "code": code, "scope": self.scope}
+        return f"{query['redirect_uri']}?{urlencode(back)}"
 
     def answer(self, form: dict[str, str]) -> tuple[int, Json]:
         self.forms.append(form)
@@ -72,11 +97,23 @@ class FakeGoogle:
             return 401, {"error": "invalid_client", "error_description": "Unauthorized"}
         granted = {"access_token": self.access_token, "expires_in": 3599, "scope": self.scope}
         if form.get("grant_type") == "authorization_code":
-            if form.get("redirect_uri") != GMAIL_REDIRECT:
-                return 400, {"error": "redirect_uri_mismatch", "error_description": "Bad Request"}
-            if form.get("code") not in self.codes:
+            issued = self.codes.pop(form.get("code", ""), None)
+            if issued is None:
                 return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
-            self.codes.discard(form["code"])
+            if form.get("redirect_uri") != issued.redirect_uri:
+                return 400, {"error": "redirect_uri_mismatch", "error_description": "Bad Request"}
+            if issued.code_challenge is not None:
+                verifier = form.get("code_verifier")
+                if not verifier:
+                    return 400, {
+                        "error": "invalid_grant",
+                        "error_description": "Missing code verifier.",
+                    }
+                if s256(verifier) != issued.code_challenge:
+                    return 400, {
+                        "error": "invalid_grant",
+                        "error_description": "Invalid code verifier.",
+                    }
             refresh_token = f"1//0g-refresh-{next(self._serial)}"
             self.refresh_tokens.add(refresh_token)
             return 200, {**granted, "refresh_token": refresh_token, "token_type": "Bearer"}
@@ -160,6 +197,12 @@ class FakeMicrosoft:
         self.codes.discard(form["code"])
         body = token_answer(form, "at-from-code", self.identity.grant(), self.claims)
         return httpx.Response(200, json=body)
+
+
+def s256(verifier: str) -> str:
+    """RFC 7636's S256, worked out here rather than taken from the code under test."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 def form_fields(content: bytes) -> dict[str, str]:

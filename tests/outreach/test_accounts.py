@@ -25,7 +25,7 @@ from outreach.accounts import (
 )
 from outreach.gmail import GmailMailbox
 from outreach.maildir import MaildirMailbox, build_message
-from outreach.oauth import OAuthError, OAuthSettings, finish_sign_in, make_state, read_callback
+from outreach.oauth import OAuthError, OAuthSettings, SignIn, finish_sign_in
 from outreach.outlook import GraphTokens, OutlookMailbox
 from outreach.smtp import SmtpMailbox, SmtpSettings
 from store.crypto import CredentialCipher, CredentialsUnreadable
@@ -35,8 +35,6 @@ from tests.fakes.graph import FakeGraph, FakeIdentity
 from tests.fakes.oauth import (
     GMAIL_REDIRECT,
     GMAIL_TOKEN,
-    KEY,
-    NOW,
     OAUTH,
     OUTLOOK_REDIRECT,
     FakeGoogle,
@@ -254,14 +252,13 @@ def test_a_connected_gmail_mailbox_sends(db: Connection, tmp_path: Path) -> None
     google = FakeGoogle()
     with google.serve() as token_uri, FakeGmail("maria@us.example", GMAIL_TOKEN) as gmail:
         settings = replace(OAUTH, google_token_uri=token_uri, gmail_api_endpoint=gmail.url)
-        state = make_state(KEY, maria, "gmail", NOW)
-        callback = read_callback(KEY, "gmail", {"state": state, "code": google.issue_code()}, NOW)
-        connected = finish_sign_in(settings, callback, GMAIL_REDIRECT)
+        sign_in = SignIn("a-sign-in", maria, "gmail", "maria@us.example")
+        connected = finish_sign_in(settings, sign_in, google.issue_code(), GMAIL_REDIRECT)
         save_mailbox(
             db,
             provider=connected.provider,
             address=connected.address,
-            owner_user_id=callback.user_id,
+            owner_user_id=sign_in.user_id,
             credentials=connected.credentials,
             cipher=CIPHER,
         )
@@ -284,21 +281,20 @@ def test_a_connected_outlook_mailbox_sends_and_keeps_the_newest_refresh_token(
         maria = _user(connection, "maria@us.example")
     identity = FakeIdentity("maria@us.example")
     microsoft, graph = FakeMicrosoft(identity), FakeGraph(identity)
-    callback = read_callback(
-        KEY,
-        "outlook",
-        {"state": make_state(KEY, maria, "outlook", NOW), "code": microsoft.issue_code()},
-        NOW,
-    )
+    sign_in = SignIn("a-sign-in", maria, "outlook", "maria@us.example")
     connected = finish_sign_in(
-        OAUTH, callback, OUTLOOK_REDIRECT, http_client=microsoft.http_client()
+        OAUTH,
+        sign_in,
+        microsoft.issue_code(),
+        OUTLOOK_REDIRECT,
+        http_client=microsoft.http_client(),
     )
     with engine.begin() as connection:
         save_mailbox(
             connection,
             provider=connected.provider,
             address=connected.address,
-            owner_user_id=callback.user_id,
+            owner_user_id=sign_in.user_id,
             credentials=connected.credentials,
             cipher=CIPHER,
         )

@@ -1,35 +1,43 @@
-"""Connecting a mailbox: signed state, Google's and Microsoft's authorization-code flows against
-fake token endpoints, and the Gmail profile from the fake Gmail."""
+"""Connecting a mailbox: sign-ins (once, one browser, 10 minutes) on SQLite and PostgreSQL,
+Google's (PKCE) and Microsoft's authorization-code flows against fake token endpoints, the
+address check, and the Gmail profile from the fake Gmail."""
 
 from __future__ import annotations
 
-import base64
 import json
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import Engine, select
 
+from bot.users import UserSettings, sync_config_users
 from outreach.oauth import (
     GMAIL_SCOPES,
-    Callback,
     OAuthError,
     OAuthSettings,
+    SignIn,
+    code_challenge,
+    create_sign_in,
     exchange_google_code,
     exchange_microsoft_code,
     finish_sign_in,
     gmail_address,
     google_authorization_url,
-    make_state,
     microsoft_authorization_url,
+    open_sign_in,
     read_callback,
-    read_state,
+    sign_in_link,
     sign_in_url,
+    use_sign_in,
 )
 from outreach.outlook import MsalHttpClient
+from store.schema import sign_ins, users
 from tests.fakes.gmail import FakeGmail
 from tests.fakes.graph import (
     AUTHORITY_HOST,
@@ -40,67 +48,157 @@ from tests.fakes.oauth import (
     ADDRESS,
     GMAIL_REDIRECT,
     GMAIL_TOKEN,
-    KEY,
     NOW,
     OAUTH,
     OUTLOOK_REDIRECT,
     FakeGoogle,
     FakeMicrosoft,
     Json,
+    s256,
 )
+
+STATE = "the-sign-in-id"
+VERIFIER = "v" * 64
+BROWSER, OTHER_BROWSER = "cookie-of-the-browser-that-opened-it", "cookie-of-another-browser"
 
 
 def _query(url: str) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
 
 
-# State
+# Sign-ins
 
 
-@pytest.mark.parametrize("provider", ["gmail", "outlook"])
-def test_a_state_reads_back_as_who_asked_for_which_provider(provider: str) -> None:
-    state = make_state(KEY, 42, provider, NOW)
-    assert state.isascii() and all(c.isalnum() or c in "-_." for c in state)
-    assert read_state(KEY, state, NOW + timedelta(minutes=9)) == (42, provider)
+@pytest.fixture
+def maria(engine: Engine) -> int:
+    with engine.begin() as connection:
+        sync_config_users(connection, [UserSettings(ADDRESS, "Maria")])
+        found = connection.scalar(select(users.c.id))
+    assert found is not None
+    return int(found)
 
 
-def _flip(text: str, position: int) -> str:
-    return text[:position] + ("A" if text[position] != "A" else "B") + text[position + 1 :]
+def _create(engine: Engine, user_id: int, provider: str = "gmail", at: datetime = NOW) -> SignIn:
+    with engine.begin() as connection:
+        return create_sign_in(connection, user_id, provider, "Maria@US.example ", at)
 
 
-STATE = make_state(KEY, 42, "gmail", NOW)
-PAYLOAD, TAG = STATE.split(".")
-_forged_payload = base64.urlsafe_b64encode(b"1.gmail.%d" % NOW.timestamp()).decode().rstrip("=")
+def _open(engine: Engine, sign_in_id: str, cookie: str, at: datetime = NOW) -> SignIn:
+    with engine.begin() as connection:
+        return open_sign_in(connection, sign_in_id, cookie, at)
+
+
+def _use(
+    engine: Engine, state: str, cookie: str, at: datetime = NOW, provider: str = "gmail"
+) -> SignIn:
+    with engine.begin() as connection:
+        return use_sign_in(connection, state, provider, cookie, at)
+
+
+def test_a_sign_in_is_a_random_link_for_one_address_with_a_verifier_for_google(
+    engine: Engine, maria: int
+) -> None:
+    gmail, outlook = _create(engine, maria), _create(engine, maria, "outlook")
+    assert len({gmail.id, outlook.id}) == 2
+    for sign_in in (gmail, outlook):
+        assert len(sign_in.id) >= 43 and sign_in.id.isascii()  # 256 bits, URL-safe
+        assert (sign_in.user_id, sign_in.address) == (maria, ADDRESS)
+    assert gmail.code_verifier is not None and 43 <= len(gmail.code_verifier) <= 128
+    assert outlook.code_verifier is None
+    assert sign_in_link("https://b.example/", gmail) == f"https://b.example/connect/{gmail.id}"
+    with engine.connect() as connection:
+        row = connection.execute(select(sign_ins).where(sign_ins.c.id == gmail.id)).one()
+    assert (row.created_at, row.cookie_hash, row.used_at) == (NOW, None, None)
+
+
+def test_the_first_browser_to_open_a_link_is_the_only_one_to_finish_it_once(
+    engine: Engine, maria: int
+) -> None:
+    made = _create(engine, maria)
+    assert _open(engine, made.id, BROWSER) == made
+    assert _open(engine, made.id, BROWSER, NOW + timedelta(minutes=1)) == made  # opened again
+    with pytest.raises(OAuthError, match="opened in another browser") as elsewhere:
+        _open(engine, made.id, OTHER_BROWSER)
+    assert elsewhere.value.status == 403
+    with engine.connect() as connection:
+        stored = connection.scalar(select(sign_ins.c.cookie_hash))
+    assert stored is not None and BROWSER not in stored  # only a hash of the cookie
+    for cookie in (OTHER_BROWSER, ""):
+        with pytest.raises(OAuthError, match="opened in another browser"):
+            _use(engine, made.id, cookie)
+    # The refusals above left it unused: the browser that opened it finishes it, once.
+    assert _use(engine, made.id, BROWSER, NOW + timedelta(minutes=9)) == made
+    for again in (_use, _open):
+        with pytest.raises(OAuthError, match="was used already") as used:
+            again(engine, made.id, BROWSER)
+        assert used.value.status == 400
 
 
 @pytest.mark.parametrize(
-    ("state", "key", "at"),
+    ("opened", "used", "state", "provider", "expected", "status"),
     [
-        pytest.param(STATE, KEY, NOW + timedelta(minutes=11), id="expired"),
-        pytest.param(STATE, KEY, NOW - timedelta(minutes=11), id="from the future"),
-        pytest.param(STATE, "another-key-" + "x" * 16, NOW, id="other key"),
-        pytest.param(_flip(STATE, 1), KEY, NOW, id="payload changed"),
-        pytest.param(_flip(STATE, len(STATE) - 2), KEY, NOW, id="tag changed"),
-        pytest.param(f"{_forged_payload}.{TAG}", KEY, NOW, id="other user, same tag"),
-        pytest.param(PAYLOAD, KEY, NOW, id="no tag"),
-        pytest.param(STATE + ".x", KEY, NOW, id="extra part"),
-        pytest.param("", KEY, NOW, id="empty"),
-        pytest.param("é.é", KEY, NOW, id="not ascii"),
-        pytest.param("!!!.???", KEY, NOW, id="not base64"),
+        (True, NOW, "no-such-sign-in", "gmail", "there is no such sign-in link", 404),
+        (True, NOW + timedelta(minutes=11), None, "gmail", r"expired \(it works for 10", 400),
+        (True, NOW, None, "outlook", "made for gmail, not outlook: run `/beacon", 400),
+        (False, NOW, None, "gmail", "opened in another browser", 403),
     ],
+    ids=["unknown", "expired after opening", "other provider", "never opened"],
 )
-def test_an_expired_or_tampered_state_is_refused(state: str, key: str, at: datetime) -> None:
-    with pytest.raises(OAuthError) as refused:
-        read_state(key, state, at)
-    assert str(refused.value).startswith("this sign-in link expired or was tampered with: run")
-    assert "mailbeacon connect" in str(refused.value)
+def test_a_callback_that_may_not_finish_the_sign_in_is_refused(
+    engine: Engine,
+    maria: int,
+    opened: bool,
+    used: datetime,
+    state: str | None,
+    provider: str,
+    expected: str,
+    status: int,
+) -> None:
+    made = _create(engine, maria)
+    if opened:
+        _open(engine, made.id, BROWSER)
+    with pytest.raises(OAuthError, match=expected) as refused:
+        _use(engine, state or made.id, BROWSER, used, provider)
+    assert refused.value.status == status
+    assert "/beacon connect" in str(refused.value)
 
 
-def test_a_state_for_one_provider_is_refused_at_the_other_callback() -> None:
-    query = {"state": make_state(KEY, 42, "outlook", NOW), "code": "c"}
-    with pytest.raises(OAuthError, match="made for outlook, not gmail"):
-        read_callback(KEY, "gmail", query, NOW)
-    assert read_callback(KEY, "outlook", query, NOW) == Callback(42, "outlook", "c")
+def test_an_expired_link_is_refused_when_opened(engine: Engine, maria: int) -> None:
+    made = _create(engine, maria, at=NOW - timedelta(minutes=10, seconds=1))
+    with pytest.raises(OAuthError, match=r"^this sign-in link expired .*`/beacon connect gmail`"):
+        _open(engine, made.id, BROWSER)
+    with pytest.raises(OAuthError, match="there is no such sign-in link") as unknown:
+        _open(engine, "x" * 43, BROWSER)
+    assert unknown.value.status == 404
+
+
+@pytest.mark.parametrize("state", ["", "a\x00b", "x" * 65, "é" * 43, "a/b", "a b"])
+def test_what_cannot_be_a_sign_in_id_is_unknown(engine: Engine, state: str) -> None:
+    for call in (_open, _use):
+        with pytest.raises(OAuthError, match="there is no such sign-in link") as unknown:
+            call(engine, state, BROWSER)
+        assert unknown.value.status == 404
+
+
+def test_two_callbacks_at_the_same_moment_finish_the_sign_in_once(
+    engine: Engine, maria: int
+) -> None:
+    made = _create(engine, maria)
+    _open(engine, made.id, BROWSER)
+    start = threading.Barrier(8)
+
+    def callback(_: int) -> str:
+        start.wait()
+        try:
+            _use(engine, made.id, BROWSER)
+        except OAuthError as exc:
+            return str(exc)
+        return "finished"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(callback, range(8)))
+    assert outcomes.count("finished") == 1
+    assert all("used already" in outcome for outcome in outcomes if outcome != "finished")
 
 
 @pytest.mark.parametrize(
@@ -109,7 +207,8 @@ def test_a_state_for_one_provider_is_refused_at_the_other_callback() -> None:
         pytest.param(
             {"error": "access_denied"},
             "the Google sign-in was cancelled, or mailbeacon was not allowed to send and read "
-            "mail: run `mailbeacon connect gmail`",
+            "mail: run `/beacon connect gmail` (or `mailbeacon connect gmail --as <email>`) "
+            "again and allow it",
             id="consent declined",
         ),
         pytest.param(
@@ -123,21 +222,20 @@ def test_a_state_for_one_provider_is_refused_at_the_other_callback() -> None:
 )
 def test_a_callback_without_a_code_says_why(query: dict[str, str], expected: str) -> None:
     with pytest.raises(OAuthError) as refused:
-        read_callback(KEY, "gmail", {"state": make_state(KEY, 7, "gmail", NOW), **query}, NOW)
+        read_callback("gmail", {"state": STATE, **query})
     assert str(refused.value).startswith(expected)
 
 
-def test_a_callback_checks_the_state_before_anything_else() -> None:
-    with pytest.raises(OAuthError, match="expired or was tampered with"):
-        read_callback(KEY, "gmail", {"state": "forged.state", "code": "4/0AQ"}, NOW)
+def test_a_callback_with_a_code_gives_it() -> None:
+    assert read_callback("outlook", {"state": STATE, "code": "c"}) == "c"
 
 
 # Configuration
 
 
 SIGN_IN_CALLS: list[tuple[str, Callable[[OAuthSettings], object]]] = [
-    ("google", lambda s: google_authorization_url(s, GMAIL_REDIRECT, STATE)),
-    ("google", lambda s: exchange_google_code(s, "code", GMAIL_REDIRECT)),
+    ("google", lambda s: google_authorization_url(s, GMAIL_REDIRECT, STATE, VERIFIER)),
+    ("google", lambda s: exchange_google_code(s, "code", GMAIL_REDIRECT, VERIFIER)),
     ("microsoft", lambda s: microsoft_authorization_url(s, OUTLOOK_REDIRECT, STATE)),
     ("microsoft", lambda s: exchange_microsoft_code(s, "code", OUTLOOK_REDIRECT)),
 ]
@@ -164,8 +262,15 @@ def test_missing_app_credentials_name_the_config_keys_to_set(
 # Google
 
 
-def test_the_google_sign_in_link_asks_for_offline_send_and_read_access() -> None:
-    url = google_authorization_url(OAUTH, GMAIL_REDIRECT, STATE, ADDRESS)
+def test_the_pkce_challenge_is_s256_of_the_verifier() -> None:
+    # RFC 7636, appendix B.
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert code_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    assert s256(verifier) == code_challenge(verifier)  # the fake Google agrees
+
+
+def test_the_google_sign_in_link_asks_for_offline_send_and_read_access_with_pkce() -> None:
+    url = google_authorization_url(OAUTH, GMAIL_REDIRECT, STATE, VERIFIER, ADDRESS)
     assert url.startswith("https://accounts.google.com/o/oauth2/v2/auth?")
     assert _query(url) == {
         "client_id": OAUTH.google_client_id,
@@ -177,17 +282,21 @@ def test_the_google_sign_in_link_asks_for_offline_send_and_read_access() -> None
         "prompt": "consent",
         "include_granted_scopes": "true",
         "state": STATE,
+        "code_challenge": code_challenge(VERIFIER),
+        "code_challenge_method": "S256",
         "login_hint": ADDRESS,
     }
-    assert "login_hint" not in _query(google_authorization_url(OAUTH, GMAIL_REDIRECT, STATE))
-    assert sign_in_url(OAUTH, "gmail", GMAIL_REDIRECT, STATE, ADDRESS) == url
+    bare = _query(google_authorization_url(OAUTH, GMAIL_REDIRECT, STATE, None))
+    assert "login_hint" not in bare and "code_challenge" not in bare
+    sign_in = SignIn(STATE, 7, "gmail", ADDRESS, VERIFIER)
+    assert sign_in_url(OAUTH, sign_in, GMAIL_REDIRECT) == url
 
 
-def test_a_google_code_is_exchanged_for_a_refresh_token() -> None:
+def test_a_google_code_is_exchanged_for_a_refresh_token_with_the_pkce_verifier() -> None:
     google = FakeGoogle()
-    code = google.issue_code()
+    code = google.issue_code(GMAIL_REDIRECT, code_challenge(VERIFIER))
     tokens = exchange_google_code(
-        OAUTH, code, GMAIL_REDIRECT, transport=google.transport(), clock=lambda: NOW
+        OAUTH, code, GMAIL_REDIRECT, VERIFIER, transport=google.transport(), clock=lambda: NOW
     )
     assert google.forms == [
         {
@@ -196,6 +305,7 @@ def test_a_google_code_is_exchanged_for_a_refresh_token() -> None:
             "client_secret": OAUTH.google_client_secret,
             "redirect_uri": GMAIL_REDIRECT,
             "grant_type": "authorization_code",
+            "code_verifier": VERIFIER,
         }
     ]
     assert tokens == {
@@ -220,7 +330,8 @@ def _unreachable(request: httpx.Request) -> httpx.Response:
         pytest.param(
             None,  # the fake, with a code it never issued
             "Google did not accept the sign-in code (invalid_grant: Bad Request); it expires "
-            "within minutes and works once: run `mailbeacon connect gmail` again",
+            "within minutes and works once: run `/beacon connect gmail` (or `mailbeacon "
+            "connect gmail --as <email>`) again",
             id="invalid_grant",
         ),
         pytest.param(
@@ -251,8 +362,27 @@ def test_a_refused_google_code_says_what_to_do(
 ) -> None:
     transport = transport or FakeGoogle().transport()
     with pytest.raises(OAuthError) as refused:
-        exchange_google_code(OAUTH, "4/0AQ-never-issued", GMAIL_REDIRECT, transport=transport)
+        exchange_google_code(
+            OAUTH, "4/0AQ-never-issued", GMAIL_REDIRECT, VERIFIER, transport=transport
+        )
     assert str(refused.value).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("verifier", "said"),
+    [(None, "Missing code verifier."), ("w" * 64, "Invalid code verifier.")],
+    ids=["missing", "wrong"],
+)
+def test_a_google_code_needs_the_verifier_of_its_challenge(verifier: str | None, said: str) -> None:
+    google = FakeGoogle()
+    code = google.issue_code(GMAIL_REDIRECT, code_challenge(VERIFIER))
+    with pytest.raises(OAuthError) as refused:
+        exchange_google_code(OAUTH, code, GMAIL_REDIRECT, verifier, transport=google.transport())
+    assert str(refused.value).startswith(
+        f"Google did not accept the sign-in code (invalid_grant: {said}); it expires within "
+        "minutes and works once: run `/beacon connect gmail`"
+    )
+    assert not google.refresh_tokens
 
 
 @pytest.mark.parametrize(
@@ -267,7 +397,7 @@ def test_unticked_gmail_permissions_are_refused(scope: str, refused: str) -> Non
     google = FakeGoogle(scope=scope)
     with pytest.raises(OAuthError) as raised:
         exchange_google_code(
-            OAUTH, google.issue_code(), GMAIL_REDIRECT, transport=google.transport()
+            OAUTH, google.issue_code(), GMAIL_REDIRECT, None, transport=google.transport()
         )
     assert str(raised.value).startswith(f"mailbeacon was not allowed to {refused} mail")
     assert "tick every box" in str(raised.value)
@@ -276,7 +406,7 @@ def test_unticked_gmail_permissions_are_refused(scope: str, refused: str) -> Non
 def test_a_google_answer_without_a_refresh_token_is_refused() -> None:
     body = json.dumps({"access_token": "x", "expires_in": 3599, "scope": " ".join(GMAIL_SCOPES)})
     with pytest.raises(OAuthError, match=r"^Google gave no refresh token: remove mailbeacon"):
-        exchange_google_code(OAUTH, "code", GMAIL_REDIRECT, transport=_refuse(200, body))
+        exchange_google_code(OAUTH, "code", GMAIL_REDIRECT, None, transport=_refuse(200, body))
 
 
 @pytest.fixture
@@ -310,11 +440,17 @@ def test_a_gmail_api_that_is_not_enabled_is_a_clear_error(gmail: FakeGmail) -> N
 def test_finishing_a_gmail_sign_in_gives_the_address_and_what_to_store(gmail: FakeGmail) -> None:
     google = FakeGoogle()
     settings = replace(OAUTH, gmail_api_endpoint=gmail.url)
-    callback = read_callback(
-        KEY, "gmail", {"state": make_state(KEY, 7, "gmail", NOW), "code": google.issue_code()}, NOW
+    sign_in = SignIn(STATE, 7, "gmail", "Maria@US.example", VERIFIER)
+    back = google.sign_in(sign_in_url(settings, sign_in, GMAIL_REDIRECT))
+    connected = finish_sign_in(
+        settings,
+        sign_in,
+        read_callback("gmail", _query(back)),
+        GMAIL_REDIRECT,
+        transport=google.transport(),
     )
-    connected = finish_sign_in(settings, callback, GMAIL_REDIRECT, transport=google.transport())
     assert (connected.provider, connected.address) == ("gmail", ADDRESS)
+    assert google.forms[0]["code_verifier"] == VERIFIER
     # The access token expires within the hour: only the refresh token is worth keeping.
     assert connected.credentials == {
         "refresh_token": next(iter(google.refresh_tokens)),
@@ -348,12 +484,8 @@ def test_the_microsoft_sign_in_link_asks_for_mail_and_a_refresh_token() -> None:
         "login_hint": ADDRESS,
         "prompt": "select_account",
     }
-    assert (
-        sign_in_url(
-            OAUTH, "outlook", OUTLOOK_REDIRECT, STATE, ADDRESS, http_client=identity.http_client()
-        )
-        == url
-    )
+    sign_in = SignIn(STATE, 7, "outlook", ADDRESS)
+    assert sign_in_url(OAUTH, sign_in, OUTLOOK_REDIRECT, http_client=identity.http_client()) == url
 
 
 def test_a_microsoft_code_is_exchanged_for_a_refresh_token_and_the_address() -> None:
@@ -429,9 +561,44 @@ def test_microsoft_out_of_reach_is_a_clear_error() -> None:
 
 def test_finishing_an_outlook_sign_in_gives_the_address_and_what_to_store() -> None:
     microsoft = FakeMicrosoft(FakeIdentity(ADDRESS))
-    callback = Callback(7, "outlook", microsoft.issue_code())
+    sign_in = SignIn(STATE, 7, "outlook", ADDRESS)
     connected = finish_sign_in(
-        OAUTH, callback, OUTLOOK_REDIRECT, http_client=microsoft.http_client()
+        OAUTH,
+        sign_in,
+        microsoft.issue_code(),
+        OUTLOOK_REDIRECT,
+        http_client=microsoft.http_client(),
     )
     assert (connected.provider, connected.address) == ("outlook", ADDRESS)
     assert connected.credentials == {"refresh_token": "rt-1"}
+
+
+# The address
+
+
+def test_only_the_address_of_the_sign_in_is_connected(gmail: FakeGmail) -> None:
+    google = FakeGoogle()
+    settings = replace(OAUTH, gmail_api_endpoint=gmail.url)
+    sign_in = SignIn(STATE, 7, "gmail", "support@us.example", VERIFIER)
+    code = google.issue_code(GMAIL_REDIRECT, code_challenge(VERIFIER))
+    with pytest.raises(OAuthError) as refused:
+        finish_sign_in(settings, sign_in, code, GMAIL_REDIRECT, transport=google.transport())
+    assert str(refused.value) == (
+        "maria@us.example signed in, but this link may connect only support@us.example: run "
+        "`/beacon connect gmail` (or `mailbeacon connect gmail --as <email>`) again and sign in "
+        "as support@us.example. To connect maria@us.example instead, an admin can allow it: "
+        "`/beacon connect gmail for maria@us.example`"
+    )
+
+
+def test_an_outlook_mailbox_of_another_address_is_refused() -> None:
+    microsoft = FakeMicrosoft(FakeIdentity("someone.else@us.example"))
+    sign_in = SignIn(STATE, 7, "outlook", ADDRESS)
+    with pytest.raises(OAuthError, match=r"^someone.else@us.example signed in, but this link"):
+        finish_sign_in(
+            OAUTH,
+            sign_in,
+            microsoft.issue_code(),
+            OUTLOOK_REDIRECT,
+            http_client=microsoft.http_client(),
+        )
