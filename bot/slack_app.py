@@ -106,9 +106,9 @@ class SlackBot:
 
     async def who(self, slack_user_id: str) -> User | None:
         """The internal user behind a Slack member: linked already, or by the email Slack
-        reports when that is a configured user or of an internal domain."""
-        with self.engine.connect() as connection:
-            user = user_by_slack_id(connection, slack_user_id)
+        reports when that is a configured user or of an internal domain. The store is read in
+        a thread: the event loop answers other requests meanwhile (SQLite may be busy)."""
+        user = await asyncio.to_thread(self._linked, slack_user_id)
         if user is not None:
             return user
         try:
@@ -121,6 +121,13 @@ class SlackBot:
         if not email:
             return None
         name = profile.get("real_name") or profile.get("display_name") or ""
+        return await asyncio.to_thread(self._link, slack_user_id, email, name)
+
+    def _linked(self, slack_user_id: str) -> User | None:
+        with self.engine.connect() as connection:
+            return user_by_slack_id(connection, slack_user_id)
+
+    def _link(self, slack_user_id: str, email: str, name: str) -> User | None:
         with self.engine.begin() as connection:
             return link_slack_user(
                 connection, slack_user_id, email, name, self.settings.internal_domains

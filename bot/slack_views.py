@@ -228,8 +228,7 @@ def register(bot: SlackBot) -> None:
         if user is None:
             return
         rule_id = int(body["actions"][0]["value"])
-        with bot.engine.begin() as connection:
-            remove_subscription(connection, user.id, rule_id)
+        await asyncio.to_thread(_remove_alert, bot, user.id, rule_id)
         await publish_home(bot, body["user"]["id"])
 
     @app.action("open_campaign")
@@ -248,7 +247,8 @@ def register(bot: SlackBot) -> None:
         await ack()
         value = json.loads(body["actions"][0]["value"])
         await bot.client.views_open(
-            trigger_id=body["trigger_id"], view=follow_up_modal(value, _template_keys(bot))
+            trigger_id=body["trigger_id"],
+            view=follow_up_modal(value, await asyncio.to_thread(_template_keys, bot)),
         )
 
     @app.view(FOLLOW_UP)
@@ -266,7 +266,7 @@ def register(bot: SlackBot) -> None:
         await bot.client.views_update(
             view_id=view["id"],
             hash=view.get("hash"),
-            view=compose_modal(_template_keys(bot), count),
+            view=compose_modal(await asyncio.to_thread(_template_keys, bot), count),
         )
 
     @app.view("compose")
@@ -275,7 +275,8 @@ def register(bot: SlackBot) -> None:
 
 
 async def open_compose(bot: SlackBot, trigger_id: str) -> None:
-    await bot.client.views_open(trigger_id=trigger_id, view=compose_modal(_template_keys(bot)))
+    keys = await asyncio.to_thread(_template_keys, bot)
+    await bot.client.views_open(trigger_id=trigger_id, view=compose_modal(keys))
 
 
 async def publish_home(bot: SlackBot, slack_user_id: str) -> None:
@@ -285,6 +286,11 @@ async def publish_home(bot: SlackBot, slack_user_id: str) -> None:
     else:
         view = await asyncio.to_thread(home_data, bot, user)
     await bot.client.views_publish(user_id=slack_user_id, view=view)
+
+
+def _remove_alert(bot: SlackBot, user_id: int, rule_id: int) -> None:
+    with bot.engine.begin() as connection:
+        remove_subscription(connection, user_id, rule_id)
 
 
 def _template_keys(bot: SlackBot) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -72,6 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     template_actions = template_cmd.add_subparsers(dest="templates_command", required=True)
     template_actions.add_parser("sync", help="store new and changed template files as versions")
 
+    slack = commands.add_parser("slack", help="the Slack app")
+    slack_actions = slack.add_subparsers(dest="slack_command", required=True, metavar="ACTION")
+    manifest = slack_actions.add_parser(
+        "manifest", help="print the app manifest for Slack's 'create app from manifest' (JSON)"
+    )
+    manifest.add_argument(
+        "--socket-mode",
+        action="store_true",
+        default=None,
+        help="for Socket Mode, with no request URLs (default: when slack.app_token is set)",
+    )
+
     importer = commands.add_parser("import", help="import companies or endusers (CSV or JSON)")
     importer.add_argument("file", type=Path)
     importer.add_argument("--kind", choices=["companies", "endusers"], help="default: from name")
@@ -120,8 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve" and args.port:
         environ["MAILBEACON__SERVER__PORT"] = str(args.port)
     try:
-        settings = with_generated_keys(load_settings(_config_path(args.config), environ))
-        return _run(args, settings)
+        settings = load_settings(_config_path(args.config), environ)
+        if args.command == "slack":  # reads the config only: no keys made, no database
+            return _slack_manifest(settings, args.socket_mode)
+        return _run(args, with_generated_keys(settings))
     except ConfigError as exc:
         print(f"mailbeacon: config: {exc}", file=sys.stderr)
         return 2
@@ -189,6 +204,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "status":
         return _status(settings, engine)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _slack_manifest(settings: Settings, socket_mode: bool | None) -> int:
+    from mailbeacon.manifest import app_manifest, manifest_warning
+
+    print(json.dumps(app_manifest(settings, socket_mode), indent=2, ensure_ascii=False))
+    if warning := manifest_warning(settings, socket_mode):
+        print(f"mailbeacon: slack manifest: {warning}", file=sys.stderr)
+    return 0
 
 
 def _status(settings: Settings, engine: Engine) -> int:

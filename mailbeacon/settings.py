@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import ipaddress
 import os
+import re
 import secrets
 import types
 import typing
@@ -48,8 +49,8 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class SlackSettings:
-    # The Slack app's bot token (xoxb-…), with the im:write, chat:write and users:read.email
-    # scopes: alerts as direct messages. Empty: Slack is off.
+    # The Slack app's bot token (xoxb-…), with the scopes the README's Slack section lists:
+    # alerts as direct messages, and with a signing secret or an app token, /beacon. Empty: off.
     bot_token: str = ""
     # Slack's Web API; change it only for a test double.
     api_url: str = "https://slack.com/api/"
@@ -241,6 +242,12 @@ def _complete(settings: Settings, base: Path) -> Settings:
         raise _expected("tracking.base_url", tracking.base_url, "an http:// or https:// URL")
     if not 1 <= tracking.batch_max_rows <= 10_000:
         raise _expected("tracking.batch_max_rows", tracking.batch_max_rows, "1 to 10000")
+    if not re.fullmatch(r"/[a-z0-9_-]{1,31}", settings.slack.command):
+        raise _expected(
+            "slack.command",
+            settings.slack.command,
+            "a slash command such as /beacon (lower case, no spaces, at most 32 characters)",
+        )
     outreach = settings.outreach
     outreach = dataclasses.replace(
         outreach,

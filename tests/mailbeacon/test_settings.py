@@ -55,6 +55,11 @@ def test_environment_variables_override_any_key() -> None:
             "database.sqlite_synchronous = False: expected one of full, normal",
         ),
         ("database:\n  url: mysql://x\n", {}, "database.url = 'mysql://x': expected a sqlite:///"),
+        (
+            "slack:\n  command: beacon\n",
+            {},
+            "slack.command = 'beacon': expected a slash command such as /beacon",
+        ),
         ("users:\n  - name: Bob\n", {}, "users[0].email: missing (it is required)"),
         (
             "users:\n  - email: a@b.example\n    role: boss\n",
