@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from slack_bolt import BoltResponse
 from slack_bolt.async_app import AsyncApp
@@ -30,6 +30,8 @@ from store.schema import slack_seen
 
 log = logging.getLogger(__name__)
 Message = dict[str, Any]
+T = TypeVar("T")
+WORK_AT_ONCE = 3  # commands worked on at once; bench/slack.py measured the acks with it
 # What a command does in Slack besides its answer (the stats chart): by command name, called
 # with the bot, the request's body and the command's reply, after the answer is sent.
 Also = Callable[["SlackBot", dict[str, Any], Reply], Awaitable[None]]
@@ -88,6 +90,7 @@ class SlackBot:
         self.app.action("confirm")(self._confirm)
         self.app.action("cancel")(self._cancel)
         self.not_linked = NOT_LINKED
+        self._slots: asyncio.Semaphore | None = None
         slack_views.register(self)
 
     # --- cross-cutting -----------------------------------------------------------------
@@ -103,6 +106,14 @@ class SlackBot:
         if req.headers.get("x-slack-retry-num") and not event_id:
             return BoltResponse(status=200, body="")
         return await next()
+
+    async def in_thread(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a command's work in a thread, a few at a time: more threads would only take the
+        interpreter from the event loop, which must keep acknowledging within 3 s."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(WORK_AT_ONCE)
+        async with self._slots:
+            return await asyncio.to_thread(work, *args, **kwargs)
 
     async def who(self, slack_user_id: str) -> User | None:
         """The internal user behind a Slack member: linked already, or by the email Slack
@@ -152,7 +163,7 @@ class SlackBot:
         if text.strip().lower() == "send" and body.get("trigger_id"):
             await slack_views.open_compose(self, body["trigger_id"])
             return
-        answer = await asyncio.to_thread(self.run, text, user, reply_to, confirmed=False)
+        answer = await self.in_thread(self.run, text, user, reply_to, confirmed=False)
         await respond(**answer.message)
         also = _ALSO.get(answer.command or "")
         if also is not None and answer.reply is not None:
@@ -169,7 +180,7 @@ class SlackBot:
             await respond(replace_original=False, response_type="ephemeral", text=NOT_LINKED)
             return
         reply_to = {"slack": {"user": slack_user, "response_url": body.get("response_url")}}
-        answer = await asyncio.to_thread(self.run, text, user, reply_to, confirmed=False)
+        answer = await self.in_thread(self.run, text, user, reply_to, confirmed=False)
         await respond(replace_original=False, **answer.message)
 
     def run(self, text: str, user: User, reply_to: dict[str, Any], *, confirmed: bool) -> Answer:
@@ -201,7 +212,7 @@ class SlackBot:
         user, value = pressed
         # The job says how it ended through this press's response URL, the newer one.
         slack = {**value["reply_to"]["slack"], "response_url": body.get("response_url")}
-        answer = await asyncio.to_thread(
+        answer = await self.in_thread(
             self.run, value["text"], user, {"slack": slack}, confirmed=True
         )
         await respond(replace_original=True, **answer.message)

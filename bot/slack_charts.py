@@ -3,7 +3,6 @@ asker's DM, with the same figures as text beside it for screen readers."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -26,7 +25,7 @@ async def stats_chart(bot: SlackBot, body: dict[str, Any], reply: Reply) -> None
     if not rows:
         return
     title = chart_title(reply.data)
-    png = await asyncio.to_thread(rates_chart, rows, title=title)
+    png = await bot.in_thread(rates_chart, rows, title=title)
     try:
         opened = await bot.client.conversations_open(users=body["user_id"])
         await bot.client.files_upload_v2(

@@ -284,7 +284,7 @@ async def publish_home(bot: SlackBot, slack_user_id: str) -> None:
     if user is None:
         view = {"type": "home", "blocks": [section(escape(bot.not_linked))]}
     else:
-        view = await asyncio.to_thread(home_data, bot, user)
+        view = await bot.in_thread(home_data, bot, user)
     await bot.client.views_publish(user_id=slack_user_id, view=view)
 
 
@@ -315,7 +315,7 @@ async def _submit(bot: SlackBot, ack: Any, body: Json, text: str, field: str | N
             return {"error": str(exc)}
         return {"text": reply.text}
 
-    outcome = await asyncio.to_thread(run)
+    outcome = await bot.in_thread(run)
     if "error" in outcome:
         message = outcome["error"]
         await ack(response_action="errors", errors={field or field_for(message): message[:150]})
