@@ -12,10 +12,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from mailbeacon.serve import free_port
-from store.schema import campaigns
+from store.schema import campaigns, emails
 
 ROOT = Path(__file__).resolve().parents[2]
 ME = "you@yourcompany.example"  # the shipped config's admin
@@ -27,6 +27,23 @@ def campaign(engine: Engine) -> tuple[str, int] | None:
     with engine.connect() as connection:
         row = connection.execute(select(campaigns.c.status, campaigns.c.sent_count)).first()
     return None if row is None else (row.status, row.sent_count)
+
+
+def in_flight(engine: Engine) -> int:
+    """Emails marked as being sent right now."""
+    with engine.connect() as connection:
+        query = select(func.count()).select_from(emails).where(emails.c.status == "sending")
+        return int(connection.scalar(query) or 0)
+
+
+def delivered(folder: Path) -> list[str]:
+    """What the Maildir mailbox has sent so far, by recipient."""
+    sent = folder / "Maildir" / ".Sent"
+    if not sent.exists():
+        return []
+    return [
+        str(message["To"]) for message in mailbox.Maildir(folder / "Maildir").get_folder("Sent")
+    ]
 
 
 def wait_for(check: object, seconds: float, what: str) -> None:
@@ -72,12 +89,22 @@ def test_a_killed_send_out_is_finished_by_serve_exactly_once(
 
     assert finished("import", str(people), "--kind", "endusers").returncode == 0
     sender = mailbeacon("cmd", SEND, "--as", ME, "--yes")
-    # Killed once the first chunk of 50 is recorded: most of the 300 are still to go.
-    wait_for(lambda: (state := campaign(engine)) is not None and state[1] > 0, 60, "a send")
-    sender.send_signal(signal.SIGKILL)
-    sender.communicate()
-    status, sent_before = campaign(engine) or ("", 0)
-    assert status == "sending" and 0 < sent_before < PEOPLE, (status, sent_before)
+    # The sender is stopped where a crash hurts most: a chunk handed to the mailbox, not yet
+    # recorded. Holding the campaign's row makes it wait right there (it records a chunk in
+    # one transaction that updates that row), and there it is killed.
+    wait_for(lambda: in_flight(engine) > 0, 60, "a chunk marked as being sent")
+    with engine.connect() as holder:
+        holding = holder.begin()
+        recorded = holder.execute(select(campaigns.c.sent_count).with_for_update()).scalar_one()
+        marked = holder.scalar(
+            select(func.count()).select_from(emails).where(emails.c.status == "sending")
+        )
+        wait_for(lambda: len(delivered(tmp_path)) == recorded + marked, 30, "the chunk")
+        sender.send_signal(signal.SIGKILL)
+        sender.communicate()
+        holding.rollback()
+    assert recorded < PEOPLE and campaign(engine) == ("sending", recorded)
+    assert len(delivered(tmp_path)) == recorded + marked  # these went out; nothing says so
 
     server = mailbeacon("serve")
     try:
@@ -85,10 +112,7 @@ def test_a_killed_send_out_is_finished_by_serve_exactly_once(
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=30)
-    sent = mailbox.Maildir(tmp_path / "Maildir").get_folder("Sent")
-    assert Counter(str(message["To"]) for message in sent) == Counter(
-        {f"p{i}@example.org": 1 for i in range(PEOPLE)}
-    )
+    assert Counter(delivered(tmp_path)) == Counter({f"p{i}@example.org": 1 for i in range(PEOPLE)})
 
     again = finished("cmd", SEND, "--as", ME, "--yes")
     assert again.returncode == 1
