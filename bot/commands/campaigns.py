@@ -98,11 +98,9 @@ def parse_campaign(text: str, args: list[Token]) -> CampaignView:
 
 
 def rates_text(rates: Rates) -> str:
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:g}%"
-
     return (
-        f"open {pct(rates.open_rate)}, click {pct(rates.click_rate)}, reply {pct(rates.reply_rate)}"
+        f"open {rate(rates.open_rate)}, click {rate(rates.click_rate)}, "
+        f"reply {rate(rates.reply_rate)}"
     )
 
 
