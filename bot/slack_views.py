@@ -197,6 +197,7 @@ def match_count(bot: SlackBot, audience: str) -> str:
     if not audience.strip():
         return ""
     with bot.engine.connect() as connection:  # never committed: new addresses are not kept
+        connection.begin()  # new addresses are written, then rolled back: a write transaction
         try:
             found = resolve_audience(connection, audience)
         except AudienceError as exc:

@@ -15,6 +15,12 @@ Value = str | int | float | bool
 
 OPS: tuple[Op, ...] = ("=", "!=", "<", ">", "<=", ">=")
 KEYWORDS = frozenset({"and", "or", "not", "has", "contains", "in", "is", "empty", "true", "false"})
+# Bounds that keep parsing and the SQL it becomes small: checked as the text is read, before
+# anything deep is built, so no filter reaches Python's recursion limit or the databases' own.
+MAX_LENGTH = 10_000  # characters
+MAX_DEPTH = 32  # parentheses and `not`s around a comparison
+MAX_TERMS = 200  # comparisons, each value listed after `in` counted as one
+MAX_INTEGER = 2**63 - 1  # what both databases bind as an integer
 FIELDS_HELP = (
     "email, name, role, company, company.name, company.domain, company.<attribute>, "
     "attributes.<attribute> or a bare <attribute> of the enduser"
@@ -168,10 +174,7 @@ def _tokenize(text: str) -> list[_Token]:
                 word = (_WORD.match(text, i) or number).group()
                 raise AudienceError(f"{word!r} is not a number: put text in quotes", i)
             literal_ = number.group()
-            parsed = float(literal_) if any(c in literal_ for c in ".eE") else int(literal_)
-            if not math.isfinite(parsed):
-                raise AudienceError(f"{literal_} is too large a number", i)
-            tokens.append(_Token("number", literal_, i, parsed))
+            tokens.append(_Token("number", literal_, i, _number(literal_, i)))
             i = end
         elif name := _NAME.match(text, i):
             tokens.append(_Token("name", name.group(), i))
@@ -181,6 +184,24 @@ def _tokenize(text: str) -> list[_Token]:
             raise AudienceError(f"unexpected character {char!r}{hint}", i)
     tokens.append(_Token("end", "", len(text)))
     return tokens
+
+
+def _number(literal_: str, at: int) -> int | float:
+    shown = literal_ if len(literal_) <= 24 else f"{literal_[:20]}…"
+    if any(c in literal_ for c in ".eE"):
+        parsed = float(literal_)
+        if not math.isfinite(parsed):
+            raise AudienceError(f"{shown} is too large a number", at)
+        return parsed
+    # Digits are bounded before int() reads them: int() refuses more than 4,300 digits.
+    whole = int(literal_) if len(literal_.lstrip("+-")) <= 19 else MAX_INTEGER + 1
+    if abs(whole) > MAX_INTEGER:
+        raise AudienceError(
+            f"{shown} is too large a whole number (the largest is {MAX_INTEGER}): "
+            "write larger numbers with an exponent, like 1e30",
+            at,
+        )
+    return whole
 
 
 def _string(text: str, start: int) -> tuple[str, int]:
@@ -205,6 +226,12 @@ def _string(text: str, start: int) -> tuple[str, int]:
 
 def parse(text: str) -> Expr:
     """The filter's syntax tree; AudienceError says where and what is wrong."""
+    if len(text) > MAX_LENGTH:
+        raise AudienceError(
+            f"the filter is {len(text):,} characters long, more than {MAX_LENGTH:,}: "
+            "shorten it, or choose the audience in smaller parts",
+            MAX_LENGTH,
+        )
     return _Parser(text).parse()
 
 
@@ -212,6 +239,8 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0  # parentheses and `not`s open around the current token
+        self.terms = 0
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -252,22 +281,43 @@ class _Parser:
 
     def not_(self) -> Expr:
         token = self.peek()
+        if not (token.is_keyword("not") or token.kind == "("):
+            return self.predicate()
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise AudienceError(
+                f"nested more than {MAX_DEPTH} deep in parentheses and 'not': "
+                "write the filter with fewer levels",
+                token.start,
+            )
+        expr = self.nested(token)
+        self.depth -= 1
+        return expr
+
+    def count_term(self, token: _Token) -> None:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise AudienceError(
+                f"more than {MAX_TERMS} comparisons (each value after 'in' counts as one): "
+                "shorten the filter, or choose the audience in smaller parts",
+                token.start,
+            )
+
+    def nested(self, token: _Token) -> Expr:
+        """What follows a `not` or a '('."""
+        self.advance()
         if token.is_keyword("not"):
-            self.advance()
             return Not(self.not_())
-        if token.kind == "(":
-            self.advance()
-            expr = self.or_()
-            closing = self.peek()
-            if closing.kind != ")":
-                raise AudienceError(
-                    f"expected ')' to close the '(' at column {token.start + 1}, "
-                    f"found {closing.describe()}",
-                    closing.start,
-                )
-            self.advance()
-            return expr
-        return self.predicate()
+        expr = self.or_()
+        closing = self.peek()
+        if closing.kind != ")":
+            raise AudienceError(
+                f"expected ')' to close the '(' at column {token.start + 1}, "
+                f"found {closing.describe()}",
+                closing.start,
+            )
+        self.advance()
+        return expr
 
     def predicate(self) -> Expr:
         token = self.advance()
@@ -278,6 +328,7 @@ class _Parser:
                 token.start,
             )
         subject = _field(token)
+        self.count_term(token)
         negated = self.peek().is_keyword("not") and self.tokens[self.i + 1].is_keyword(
             "has", "contains", "in"
         )
@@ -359,6 +410,8 @@ class _Parser:
         values: list[Value] = []
         after = "("
         while True:
+            if after == ",":  # the first value was counted with its field
+                self.count_term(self.peek())
             value, at = self.value(after=after)
             _check_comparison(subject_token, subject, "=", value, at)
             values.append(value)

@@ -33,11 +33,15 @@ FIELDS: dict[Kind, frozenset[str]] = {
 CSV_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 CHUNK = 500  # keys per IN (...) query: well under SQLite's bound-parameter limit
 MAX_TEXT = 200  # the String(200) columns: names and roles
+MAX_CELL = 10_000  # characters in one cell or one JSON string
+MAX_NESTING = 32  # levels of [ and { in a JSON file or a JSON-list cell
 
 _FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 _PORT = re.compile(r":\d*$")
 _LABEL = re.compile(r"[^\W_](?:(?:[^\W_]|-)*[^\W_])?")
+# A JSON string (perhaps unterminated) or a bracket: what nesting is counted from.
+_JSON_NESTING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 R = TypeVar("R")
 
@@ -114,15 +118,30 @@ def read_source(path: Path) -> Source:
             "save it as CSV (UTF-8) or JSON"
         )
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(
-            f"{path.name} is not UTF-8 text (bad byte at offset {exc.start}): "
-            "save it as CSV UTF-8 or JSON"
-        ) from None
+        data = path.read_bytes()
     except OSError as exc:
         raise ImportFileError(f"cannot read {path}: {exc.strerror}") from None
-    return _read_json(path.name, text) if suffix == ".json" else _read_csv(path.name, text)
+    try:
+        text, not_utf8 = data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        not_utf8 = ImportFileError(
+            f"{path.name} is not UTF-8 text (bad byte at offset {exc.start}): "
+            "save it as CSV UTF-8 or JSON"
+        )
+        if suffix == ".json":
+            raise not_utf8 from None
+        # A bad byte in one row is that row's mistake (see _check_text), but a file whose
+        # header or every row has one was saved in another encoding.
+        text = data.decode("utf-8-sig", errors="surrogateescape")
+    if suffix == ".json":
+        return _read_json(path.name, text)
+    source = _read_csv(path.name, text)
+    if not_utf8 is not None and (
+        not _is_utf8("".join(source.columns or []))
+        or not any(_is_utf8("".join(record.values())) for _, record in source.records)
+    ):
+        raise not_utf8
+    return source
 
 
 def _read_csv(name: str, text: str) -> Source:
@@ -180,8 +199,16 @@ def _csv_record(name: str, line: int, header: list[str], cells: list[str]) -> di
 
 
 def _read_json(name: str, text: str) -> Source:
+    too_deep = _too_deep(text)
+    if too_deep is not None:
+        line = text.count("\n", 0, too_deep) + 1
+        column = too_deep - text.rfind("\n", 0, too_deep)
+        raise ImportFileError(
+            f"{name} is nested more than {MAX_NESTING} levels deep at line {line}, "
+            f"column {column}: flatten the records' values"
+        )
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise ImportFileError(
             f"{name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
@@ -202,6 +229,26 @@ def _read_json(name: str, text: str) -> Source:
     return Source(records, list(columns) if records else None, False, row_label="record")
 
 
+def _too_deep(text: str) -> int | None:
+    """Where a JSON text opens more than MAX_NESTING levels, before json.loads recurses."""
+    depth = 0
+    for match in _JSON_NESTING.finditer(text):
+        bracket = match.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_NESTING:
+                return match.start()
+        elif bracket in ("]", "}"):
+            depth -= 1
+    return None
+
+
+def _parse_int(digits: str) -> int | float:
+    # int() refuses more than 4,300 digits; float() makes such a number inf, which
+    # _check_value then refuses for its row alone.
+    return int(digits) if len(digits) <= 400 else float(digits)
+
+
 def _json_type(value: Any) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
     return "null" if value is None else names.get(type(value), "a number")
@@ -216,17 +263,24 @@ def cell_value(text: str, column: str) -> Any:
     if not text:
         return None
     if text.startswith("["):
+        if _too_deep(text) is not None:
+            raise _BadValue(f"{column} is a list nested more than {MAX_NESTING} levels deep")
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_int=_parse_int)
         except json.JSONDecodeError:
             value = None
         if not isinstance(value, list):
-            raise _BadValue(f'{column} {text!r} is not a valid JSON list: write it like ["A", "B"]')
+            shown = text if len(text) <= 50 else f"{text[:40]}…"
+            raise _BadValue(
+                f'{column} {shown!r} is not a valid JSON list: write it like ["A", "B"]'
+            )
+        _check_value(value, column)
         return value
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     try:
-        if str(int(text)) == text:
+        # A whole number beyond what a float holds stays text, as 1e999 does.
+        if str(int(text)) == text and _fits(int(text)):
             return int(text)
     except ValueError:
         pass
@@ -237,6 +291,59 @@ def cell_value(text: str, column: str) -> Any:
     except ValueError:
         pass
     return text
+
+
+def _check_value(value: Any, column: str) -> None:
+    """Refuse what a database cannot store or compare; walked without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, column)
+        elif isinstance(item, float | int) and not isinstance(item, bool) and not _fits(item):
+            shown = (
+                json.dumps(item) if isinstance(item, float) else f"a {len(str(item))}-digit number"
+            )
+            raise _BadValue(
+                f"{column} holds {shown}: NaN, Infinity and numbers beyond 1.8e308 cannot be "
+                "stored; write a number or leave it empty"
+            )
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key in item:
+                _check_text(key, f"a key in {column}")
+            stack.extend(item.values())
+
+
+def _check_text(text: str, column: str) -> None:
+    if len(text) > MAX_CELL:
+        raise _BadValue(
+            f"{column} is {len(text):,} characters long, more than {MAX_CELL:,}: shorten it"
+        )
+    if "\x00" in text:
+        raise _BadValue(f"{column} holds a NUL character, which cannot be stored: remove it")
+    if not _is_utf8(text):
+        bad = next(char for char in text if "\ud800" <= char <= "\udfff")
+        if "\udc80" <= bad <= "\udcff":  # a byte that did not decode (surrogateescape)
+            byte = ord(bad) - 0xDC00
+            raise _BadValue(f"{column} is not UTF-8 text (byte 0x{byte:x}): save the file as UTF-8")
+        raise _BadValue(f"{column} holds half of a surrogate pair, which is not text: remove it")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _fits(number: float) -> bool:
+    try:
+        return math.isfinite(float(number))
+    except OverflowError:
+        return False
 
 
 def normalize_domain(value: str) -> str:
@@ -372,6 +479,8 @@ def _split(
     attributes: dict[str, Any] = {}
     for key, raw in record.items():
         column = key.strip()
+        _check_text(column, "a column name")
+        _check_value(raw, column)
         if column.lower() in fields:
             known[column.lower()] = raw
             continue

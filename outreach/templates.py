@@ -7,27 +7,57 @@ versions in the `templates` table, and `latest_template` / `list_templates` read
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import yaml
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
+from jinja2.lexer import TokenStream
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import missing
+from jinja2.utils import Namespace, generate_lorem_ipsum, missing
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from sqlalchemy import Connection, Engine, Row, RowMapping, func, select
 
 from store.clock import utcnow
 from store.schema import templates
+
+# --- Limits ----------------------------------------------------------------------------------
+# A template is anyone's text, compiled at every start and run once per recipient: each limit
+# keeps one hostile or mistaken file from hanging `templates sync`, `serve` or a send.
+
+# A template file; compiling takes time in proportion (nothing is evaluated while compiling),
+# and Gmail clips an email over 102 KB anyway.
+MAX_FILE_BYTES = 100_000
+# Uses of `*alias` in a front matter: nested aliases expand a few lines into gigabytes.
+MAX_YAML_ALIASES = 20
+# Checking (compiling) one template: its subject and body.
+MAX_COMPILE_SECONDS = 2.0
+# One recipient's email (subject, body and text part); checked at every call, attribute,
+# operator, loop turn and output chunk, so a loop cannot run on.
+MAX_RENDER_SECONDS = 1.0
+# One rendered part, counted as it streams; also any string or list a template builds, so
+# `'x' * 10**10` is refused before it is made.
+MAX_OUTPUT_CHARS = 1_000_000
+# Numbers in one range(); nested loops multiply, and the render time stops them.
+MAX_RANGE = 10_000
+# An integer made by `**` or `*`: 9**(9**9) has 2.8 billion bits and takes minutes.
+MAX_INT_BITS = 4_096
 
 # --- Files -----------------------------------------------------------------------------------
 
@@ -59,9 +89,16 @@ def parse_template(path: Path, text: str) -> TemplateFile:
     if not separator:
         raise TemplateFileError(f"{path}: the front matter is not closed by a line '---'")
     try:
-        meta = yaml.safe_load(header) or {}
+        meta = yaml.load(header, Loader=_FrontMatterLoader) or {}
+    except _TooManyAliases:
+        raise TemplateFileError(
+            f"{path}: the front matter uses more than {MAX_YAML_ALIASES} aliases (`*name`): "
+            "write the values out"
+        ) from None
     except yaml.YAMLError as exc:
         raise TemplateFileError(f"{path}: the front matter is not valid YAML ({exc})") from None
+    except RecursionError:
+        raise TemplateFileError(f"{path}: the front matter is nested too deeply") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("subject"), str):
         raise TemplateFileError(f"{path}: the front matter needs a 'subject: …' line")
     track = meta.get("track") or {}
@@ -76,7 +113,30 @@ def parse_template(path: Path, text: str) -> TemplateFile:
     )
 
 
+class _TooManyAliases(yaml.YAMLError):
+    pass
+
+
+class _FrontMatterLoader(yaml.SafeLoader):
+    """SafeLoader with a budget of alias uses: each can double what the next one expands."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise _TooManyAliases
+        return super().compose_node(parent, index)
+
+
 def _decode(path: Path, data: bytes) -> str:
+    if len(data) > MAX_FILE_BYTES:
+        raise TemplateFileError(
+            f"{path}: {len(data):,} bytes, over the limit of {MAX_FILE_BYTES:,} for a template"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -225,7 +285,227 @@ class _MarkdownSource(str):
     __slots__ = ()
 
 
-class _MarkdownEnvironment(ImmutableSandboxedEnvironment):
+class TemplateLimitError(TemplateError):
+    """A template went over one of the limits at the top of this module; the message says which."""
+
+
+class _Deadline(threading.local):
+    at = math.inf
+    problem = ""
+
+
+_deadline = _Deadline()
+_T = TypeVar("_T")
+_clock: Callable[[], float] = time.monotonic
+
+
+@contextmanager
+def _time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Within this, `_tick()` refuses to go on once `seconds` have passed."""
+    outer = _deadline.at, _deadline.problem
+    _deadline.at = _clock() + seconds
+    _deadline.problem = f"{what} took longer than the limit of {seconds:g} s"
+    try:
+        yield
+    finally:
+        _deadline.at, _deadline.problem = outer
+
+
+def _tick() -> None:
+    if _clock() > _deadline.at:
+        raise TemplateLimitError(_deadline.problem)
+
+
+def _size(value: Any) -> int:
+    """What a value weighs: its characters, or its items and the characters of their strings."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return len(value) + sum(len(item) for item in value if isinstance(item, str))
+    return 0
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_OUTPUT_CHARS:
+        raise TemplateLimitError(
+            f"that would make {size:,} characters or items, over the limit of {MAX_OUTPUT_CHARS:,}"
+        )
+
+
+def _checked(value: Any) -> Any:
+    _check_size(_size(value))
+    return value
+
+
+def _check_widths(values: Iterable[Any]) -> None:
+    """Refuses a width or a count (`center(…)`, `'x'.ljust(…)`) that would make a huge value."""
+    for value in values:
+        if type(value) is int:
+            _check_size(value)
+
+
+_PRINTF_SPEC = re.compile(r"%[^a-zA-Z%]*")
+
+
+def _check_printf(form: Any) -> None:
+    """`'%099999999d' % 1` makes a 100 MB string from a short one: widths are bounded too."""
+    if isinstance(form, str):
+        for spec in _PRINTF_SPEC.findall(form):
+            if "*" in spec:
+                raise TemplateLimitError("a '*' width in a '%' format is not allowed")
+            _check_widths([int(digits) for digits in re.findall(r"\d+", spec)])
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    """Refuses `**`, `*`, `+` and `%` whose result would be over a limit, before computing it."""
+    numbers = type(left) in (int, bool) and type(right) in (int, bool)
+    if operator == "**" and numbers and abs(left) > 1 and right > 0:
+        bits = int(right * math.log2(abs(left)))
+        if bits > MAX_INT_BITS:
+            raise TemplateLimitError(
+                f"{left} ** {right} has about {bits:,} bits, over the limit of {MAX_INT_BITS:,}"
+            )
+    elif operator == "*" and numbers:
+        bits = abs(left).bit_length() + abs(right).bit_length()
+        if bits > MAX_INT_BITS:
+            raise TemplateLimitError(
+                f"a product of about {bits:,} bits, over the limit of {MAX_INT_BITS:,}"
+            )
+    elif operator == "*":
+        count, sequence = (left, right) if isinstance(left, int) else (right, left)
+        if isinstance(count, int):
+            _check_size(_size(sequence) * count)
+    elif operator == "+":
+        _check_size(_size(left) + _size(right))
+    elif operator == "%":
+        _check_printf(left)
+
+
+def _range(*args: int) -> range:
+    numbers = range(*args)
+    try:
+        too_many = len(numbers) > MAX_RANGE
+    except OverflowError:  # more than sys.maxsize
+        too_many = True
+    if too_many:
+        raise TemplateLimitError(f"range() of more than the limit of {MAX_RANGE:,} numbers")
+    return numbers
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    if n * max > MAX_RANGE:
+        raise TemplateLimitError(f"lipsum() of more than the limit of {MAX_RANGE:,} words")
+    return generate_lorem_ipsum(n, html, min, max)
+
+
+class _Namespace(Namespace):
+    """`namespace()`, whose values are weighed: `ns.s = ns.s ~ ns.s` in a loop doubles."""
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        super().__setitem__(name, _checked(value))
+
+
+def _guard_loop(iterable: Iterable[_T]) -> Iterator[_T]:
+    for item in iterable:
+        _tick()
+        yield item
+
+
+_LOOP_GUARD = "_guard_loop"  # the filter every `{% for %}` goes through
+_WIDTH_FILTERS = frozenset({"center", "indent", "batch", "slice"})
+
+
+def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    first = 2 if hasattr(function, "jinja_pass_arg") else 1  # after the context and the value
+
+    @functools.wraps(function)  # keeps `jinja_pass_arg`
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        if name in _WIDTH_FILTERS:
+            _check_widths([*args[first:], *kwargs.values()])
+        elif name == "format":
+            _check_printf(args[first - 1])
+        return _checked(function(*args, **kwargs))
+
+    return bounded
+
+
+class _CodeGenerator(CodeGenerator):
+    def _output_child_to_const(self, node: nodes.Expr, frame: Frame, finalize: Any) -> str:
+        # Jinja folds constant expressions while compiling, `{{ 9**(9**9) }}` too: only plain
+        # text is folded here, everything else runs in the sandbox, under its limits.
+        if not isinstance(node, nodes.TemplateData):
+            raise nodes.Impossible()
+        return super()._output_child_to_const(node, frame, finalize)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        # As Jinja's, with the parts weighed before they are joined.
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        else:
+            join = "markup_join" if frame.eval_ctx.autoescape else "str_join"
+        self.write(f"{join}(environment.weighed((")
+        for part in node.nodes:
+            self.visit(part, frame)
+            self.write(", ")
+        self.write(")))")
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox with the limits: nothing runs while compiling, and every call, attribute,
+    operator and loop turn checks the time, and what it makes, against the limits."""
+
+    code_generator_class = _CodeGenerator
+    intercepted_binops = frozenset({"**", "*", "+", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(optimized=False, **options)
+        self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
+        self.filters[_LOOP_GUARD] = _guard_loop
+        self.globals.update(range=_range, lipsum=_lipsum, namespace=_Namespace)
+
+    def _tokenize(
+        self, source: str, name: str | None, filename: str | None = None, state: str | None = None
+    ) -> TokenStream:
+        # Parsing a long template takes seconds: the compile time is checked at every token.
+        stream = super()._tokenize(source, name, filename, state)
+        return TokenStream(_guard_loop(stream), stream.name, stream.filename)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in list(tree.find_all(nodes.For)):
+            loop.iter = nodes.Filter(
+                loop.iter, _LOOP_GUARD, [], [], None, None, lineno=loop.lineno, environment=self
+            )
+        return tree
+
+    @staticmethod
+    def weighed(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        _tick()
+        _check_size(sum(len(str(part)) for part in parts))
+        return parts
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _tick()
+        _check_binop(operator, left, right)
+        return _checked(super().call_binop(context, operator, left, right))
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _tick()
+        if isinstance(getattr(obj, "__self__", None), str):  # 'x'.ljust(10**9)
+            _check_widths([*args, *kwargs.values()])
+        return _checked(super().call(context, obj, *args, **kwargs))
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _tick()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _tick()
+        return super().getitem(obj, argument)
+
+
+class _MarkdownEnvironment(_Sandbox):
     # Jinja joins the output of macros and blocks with `environment.concat`.
     @staticmethod
     def concat(parts: Iterable[str]) -> str:
@@ -257,8 +537,8 @@ def _markdown_literal(value: Any) -> Any:
 # Block tags on a line of their own leave no blank line behind: in Markdown that would end a
 # paragraph or a list.
 _OPTIONS: dict[str, Any] = {"undefined": _Undefined, "trim_blocks": True, "lstrip_blocks": True}
-_HTML = ImmutableSandboxedEnvironment(autoescape=True, **_OPTIONS)
-_PLAIN = ImmutableSandboxedEnvironment(autoescape=False, **_OPTIONS)
+_HTML = _Sandbox(autoescape=True, **_OPTIONS)
+_PLAIN = _Sandbox(autoescape=False, **_OPTIONS)
 _MARKDOWN = _MarkdownEnvironment(autoescape=False, finalize=_markdown_literal, **_OPTIONS)
 _MARKDOWN_IT = MarkdownIt("commonmark", {"html": False})  # raw HTML in Markdown is escaped
 _TEMPLATE_FILENAME = "<template>"  # what Jinja's rewritten tracebacks call a template's code
@@ -270,6 +550,7 @@ _RENDER_ERRORS = (
     TypeError,
     ValueError,
     RecursionError,
+    MemoryError,
 )
 
 
@@ -291,24 +572,28 @@ def _compile(template: TemplateFile) -> _Compiled:
     if template.format not in ("html", "markdown"):
         raise ValueError(f"template {template.key!r}: unknown format {template.format!r}")
     markdown = template.format == "markdown"
-    return _Compiled(
-        template=template,
-        subject=_compile_part(template, "subject", _PLAIN),
-        body=_compile_part(template, "body", _MARKDOWN if markdown else _HTML),
-        text=_compile_part(template, "body", _PLAIN) if markdown else None,
-    )
+    with _time_limit(MAX_COMPILE_SECONDS, "checking the template"):
+        return _Compiled(
+            template=template,
+            subject=_compile_part(template, "subject", _PLAIN),
+            body=_compile_part(template, "body", _MARKDOWN if markdown else _HTML),
+            text=_compile_part(template, "body", _PLAIN) if markdown else None,
+        )
 
 
-def _compile_part(
-    template: TemplateFile, part: Part, environment: ImmutableSandboxedEnvironment
-) -> Template:
+def _compile_part(template: TemplateFile, part: Part, environment: _Sandbox) -> Template:
     source = template.subject if part == "subject" else template.body
     try:
+        _check_size(len(source))
         tree = environment.parse(source)
+        _tick()
         compiled = environment.from_string(tree)
+        _tick()
     except TemplateSyntaxError as exc:
         problem = f"syntax error: {exc.message or exc}"
         raise RenderError(template.key, part, exc.lineno, problem) from exc
+    except (TemplateLimitError, RecursionError) as exc:
+        raise RenderError(template.key, part, None, _problem(exc)) from exc
     known = {*CONTEXT_NAMES, *environment.globals}
     unknown = meta.find_undeclared_variables(tree) - known
     if unknown:
@@ -340,13 +625,14 @@ _EMPTY: Mapping[str, Any] = {name: {} for name in CONTEXT_NAMES}
 def _render(compiled: _Compiled, context: Mapping[str, Any], recipient: str | None) -> Rendered:
     # A name left out is an empty mapping, so `company.name` says what is missing.
     data = {name: _data(value, name) for name, value in {**_EMPTY, **context}.items()}
-    subject = " ".join(_run(compiled, "subject", compiled.subject, data, recipient).split())
-    body = _run(compiled, "body", compiled.body, data, recipient)
-    if compiled.text is None:
-        return Rendered(subject, body, html_to_text(body))
-    html = f"<!doctype html>\n<html><body>\n{_MARKDOWN_IT.render(body)}</body></html>\n"
-    text = _run(compiled, "body", compiled.text, data, recipient)
-    return Rendered(subject, html, text.lstrip("\n").rstrip() + "\n")
+    with _time_limit(MAX_RENDER_SECONDS, "rendering"):
+        subject = " ".join(_run(compiled, "subject", compiled.subject, data, recipient).split())
+        body = _run(compiled, "body", compiled.body, data, recipient)
+        if compiled.text is None:
+            return Rendered(subject, body, html_to_text(body))
+        html = f"<!doctype html>\n<html><body>\n{_MARKDOWN_IT.render(body)}</body></html>\n"
+        text = _run(compiled, "body", compiled.text, data, recipient)
+        return Rendered(subject, html, text.lstrip("\n").rstrip() + "\n")
 
 
 def _run(
@@ -356,8 +642,17 @@ def _run(
     data: Mapping[str, Any],
     recipient: str | None,
 ) -> str:
+    size, chunks = 0, []
     try:
-        return str(template.render(data))
+        for chunk in template.generate(data):  # weighed as it streams
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise TemplateLimitError(
+                    f"over {MAX_OUTPUT_CHARS:,} characters of output, the limit for a {part}"
+                )
+            _tick()
+            chunks.append(chunk)
+        return "".join(chunks)
     except _RENDER_ERRORS as exc:
         key = compiled.template.key
         raise RenderError(key, part, _template_line(exc), _problem(exc), recipient) from exc
@@ -374,6 +669,12 @@ def _template_line(exc: BaseException) -> int | None:
 
 
 def _problem(exc: Exception) -> str:
+    if isinstance(exc, TemplateLimitError):
+        return f"refused: {exc.message}"
+    if isinstance(exc, RecursionError):
+        return "refused: nested or recursing too deeply"
+    if isinstance(exc, MemoryError):
+        return "refused: the template needs more memory than there is"
     if isinstance(exc, SecurityError):
         return f"refused, the template tried something unsafe: {str(exc).rstrip('.')}"
     if isinstance(exc, TemplateError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,8 +49,25 @@ def _sqlite_engine(settings: DatabaseSettings) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # IMMEDIATE takes the write lock up front, so a transaction that reads and then writes
-        # never fails half-way with SQLITE_BUSY when another writer got there first.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A transaction begun on purpose (`engine.begin()`, `connection.begin()`) writes: BEGIN
+        # IMMEDIATE takes the write lock up front, so one that reads and then writes never fails
+        # half-way with SQLITE_BUSY when another writer got there first. One that SQLAlchemy
+        # begins by itself on a plain `engine.connect()` only reads: a deferred BEGIN, which in
+        # WAL mode never waits for the write lock nor keeps a writer (the recorder) waiting.
+        connection.exec_driver_sql("BEGIN" if is_autobegin() else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def is_autobegin() -> bool:
+    """Whether the transaction being begun (asked from a "begin" event listener) is
+    SQLAlchemy's autobegin, a read on a connection nobody began a transaction on, rather than
+    an explicit begin()."""
+    frame = sys._getframe(2)
+    for _ in range(6):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "_autobegin":
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False

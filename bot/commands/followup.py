@@ -52,6 +52,7 @@ def parse_followup(text: str, args: list[Token]) -> FollowUp:
 def followup(command: FollowUp, context: Context) -> Reply:
     who = command.who
     with context.engine.connect() as connection:
+        transaction = connection.begin()  # it may write: the campaign and its job
         campaign = find_campaign(connection, command.campaign, context.user)
         stored = find_template(connection, command.template)
         found = not_engaged(
@@ -89,7 +90,7 @@ def followup(command: FollowUp, context: Context) -> Reply:
         )
         reply = confirm_or_start(connection, context, send_out, note)
         if reply.job is not None:
-            connection.commit()
+            transaction.commit()
     return reply
 
 

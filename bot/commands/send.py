@@ -90,6 +90,7 @@ def send(command: Send, context: Context) -> Reply:
     # One transaction: the audience (new endusers included), the planned campaign and its job
     # are committed together, or, for the preview and on any error, not at all.
     with context.engine.connect() as connection:
+        transaction = connection.begin()  # it may write: new endusers, the campaign, its job
         stored = find_template(connection, command.template)
         try:
             audience = resolve_audience(connection, command.audience, now=context.clock())
@@ -119,7 +120,7 @@ def send(command: Send, context: Context) -> Reply:
         )
         reply = confirm_or_start(connection, context, send_out, audience.summary())
         if reply.job is not None:
-            connection.commit()
+            transaction.commit()
     return reply
 
 

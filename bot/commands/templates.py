@@ -94,6 +94,7 @@ def parse_preview(text: str, args: list[Token]) -> Preview:
 def preview(command: Preview, context: Context) -> Reply:
     # Never committed: an unknown address would become an enduser, which a preview must not do.
     with context.engine.connect() as connection:
+        connection.begin()  # it may write (then roll back): a write transaction from the start
         stored = find_template(connection, command.template)
         try:
             audience = resolve_audience(connection, command.to, force=True)

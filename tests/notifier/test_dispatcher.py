@@ -3,7 +3,10 @@ cursor, retries with backoff, and no alert sent twice."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, event, func, select, update
 
 from mailbeacon.serve import free_port
 from notifier.alerts import Alert
@@ -23,10 +26,21 @@ from outreach.maildir import MaildirMailbox
 from outreach.oauth import OAuthSettings
 from outreach.smtp import SmtpMailbox, SmtpSettings
 from store.crypto import CredentialCipher
-from store.schema import companies, deliveries, endusers, subscriptions, templates, users
+from store.engine import DatabaseSettings, is_autobegin, make_engine
+from store.schema import (
+    companies,
+    deliveries,
+    endusers,
+    events,
+    subscriptions,
+    templates,
+    users,
+)
 from tests.helpers import send_campaign, sent_mail, subject
 from tracking.classify import Hit, Rules
 from tracking.record import EmailCache, PendingHit, write_hits
+from tracking.recorder import Recorder
+from tracking.settings import TrackingSettings
 
 PERSON = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
 APPLE_MPP = "Mozilla/5.0"
@@ -260,3 +274,83 @@ def test_alerts_in_quiet_hours_wait_until_they_end(world: World) -> None:
     morning = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
     assert deliver(world.engine, channels, clock=lambda: morning).delivered == 1
     assert len(_alerts(world.folder)) == 1
+
+
+def test_a_round_over_a_very_busy_email_never_keeps_the_recorder_waiting(
+    world: World, db_url: str
+) -> None:
+    """20,000 events on one email and a dispatch round over them: meanwhile every hit on another
+    email is recorded at once, and no write transaction of the round lasts 100 ms."""
+    engine = world.engine
+    [other] = send_campaign(
+        engine,
+        MaildirMailbox(world.folder, "maria@us.example"),
+        [Outgoing(["sam@acme.example"], "Other", "<p>hello</p>", "hello", None)],
+        sender_user_id=world.maria,
+    )
+    _subscribe(world, world.maria, "open", throttle="first")
+    at = datetime.now(UTC) - timedelta(minutes=1)  # settled, and still news
+    with engine.begin() as connection:
+        connection.execute(
+            events.insert(),
+            [
+                {"email_id": world.email.id, "kind": "open", "at": at, "machine": i % 2 == 0}
+                for i in range(20_000)
+            ],
+        )
+    round_engine = make_engine(DatabaseSettings(url=db_url))  # the worker's, timed on its own
+    longest = _time_write_transactions(round_engine)
+    done = threading.Event()
+
+    def round_of_alerts() -> None:
+        dispatch(round_engine)
+        done.set()
+
+    worker = threading.Thread(target=round_of_alerts)
+    waits: list[float] = []
+
+    async def hits() -> int:
+        recorder = Recorder(engine, TrackingSettings(base_url="https://t.example"), Rules())
+        recorder.start()
+        worker.start()
+        count = 0
+        while not done.is_set() or count < 20:
+            started = time.monotonic()
+            hit = Hit("open", datetime.now(UTC) + timedelta(hours=1), user_agent=PERSON)
+            await recorder.record(other.id, hit)
+            waits.append(time.monotonic() - started)
+            count += 1
+        await recorder.stop()
+        return count
+
+    recorded = asyncio.run(hits())
+    worker.join()
+    round_engine.dispose()
+    with engine.connect() as connection:
+        stored = connection.scalar(
+            select(func.count()).select_from(events).where(events.c.email_id == other.id)
+        )
+        alerted = connection.scalar(select(func.count()).select_from(deliveries))
+    assert stored == recorded
+    assert alerted == 1  # the first open by a person, of 20,000
+    assert max(waits) < 1.0, f"a hit waited {max(waits):.2f} s"
+    assert 0 < max(longest) < 0.1, f"the longest write transaction took {max(longest):.3f} s"
+
+
+def _time_write_transactions(engine: Engine) -> list[float]:
+    """The length of each write transaction (an explicit begin) on `engine`, as they end."""
+    started: dict[int, float] = {}
+    lengths: list[float] = []
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Any) -> None:
+        if not is_autobegin():  # a read needs no timing: it holds no lock
+            started[id(connection)] = time.monotonic()
+
+    def end(connection: Any) -> None:
+        if (began := started.pop(id(connection), None)) is not None:
+            lengths.append(time.monotonic() - began)
+
+    event.listen(engine, "commit", end)
+    event.listen(engine, "rollback", end)
+    return lengths

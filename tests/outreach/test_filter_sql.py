@@ -139,3 +139,14 @@ def test_the_sql_is_only_for_sqlite_and_postgresql() -> None:
     query = audience_select(to_sql(parse("seats > 1")))
     with pytest.raises(CompileError, match="SQLite and PostgreSQL, not mysql"):
         query.compile(dialect=mysql.dialect())
+
+
+def test_filters_at_the_limits_run_on_both_databases(seeded: Engine) -> None:
+    deep = "not " * 16 + "(" * 16 + "seats > 10" + ")" * 16  # an even number of nots
+    assert members(seeded, deep) == WITH_SEATS_OVER_10
+    values = ", ".join(str(n) for n in range(1000, 1099))
+    wide = " or ".join(["seats = 120"] * 100) + f" or seats in (5, {values})"
+    assert members(seeded, wide) == {"dana", "kofi"}
+    assert members(seeded, "seats < 9223372036854775807 and seats > -1e300") == (
+        WITH_SEATS_OVER_10 | {"kofi"}
+    )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import cast
+
 import pytest
 
 from outreach.filters import (
@@ -172,3 +175,55 @@ def test_an_error_reads_with_a_caret_under_the_mistake() -> None:
         " " * 26 + "^",
         "at column 27: expected a value after '>', found end of input",
     ]
+
+
+# --- Limits ----------------------------------------------------------------------------------
+
+DEPTH = "nested more than 32 deep in parentheses and 'not'"
+TERMS = "more than 200 comparisons (each value after 'in' counts as one)"
+NESTED_GROUPS = "(" * 400 + "a = 1" + "".join(f" and b = {i})" for i in range(400))
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "message"),
+    [
+        ("(" * 900 + "a = 1" + ")" * 900, 32, DEPTH),
+        ("not " * 1000 + "a = 1", 128, DEPTH),
+        (NESTED_GROUPS, 32, DEPTH),
+        ("not (" * 17 + "a = 1" + ")" * 17, 80, DEPTH),
+        (" or ".join(["a = 1"] * 1001), 1800, TERMS),
+        ("role in (" + ", ".join(['"x"'] * 300) + ")", 1009, TERMS),
+        ("seats > 1" + "0" * 30, 8, "10000000000000000000… is too large a whole number"),
+        ("seats > 1" + "0" * 5000, 8, "the largest is 9223372036854775807"),
+        ("seats > -9223372036854775808", 8, "write larger numbers with an exponent, like 1e30"),
+        ("seats > 1" + "0" * 400 + ".5", 8, "too large a number"),
+        ("a" * 10_001, 10_000, "the filter is 10,001 characters long, more than 10,000"),
+    ],
+)
+def test_limits_say_where_and_what(text: str, position: int, message: str) -> None:
+    with pytest.raises(AudienceError) as caught:
+        parse(text)
+    assert (caught.value.position, message in caught.value.message) == (position, True), (
+        caught.value.message
+    )
+
+
+def test_a_filter_at_the_limits_parses() -> None:
+    deep = "not " * 16 + "(" * 16 + "a = 1" + ")" * 16
+    assert parse(deep) == nots(16, A1)
+    wide = " or ".join(["a = 1"] * 199) + " or role in ('x')"
+    assert len(cast(Or, parse(wide)).operands) == 200
+    assert parse("seats > 9223372036854775807 or seats < -9223372036854775807 or x > 1e30")
+
+
+def nots(count: int, expr: Expr) -> Expr:
+    for _ in range(count):
+        expr = Not(expr)
+    return expr
+
+
+def test_a_10_mb_filter_is_refused_at_once() -> None:
+    started = time.perf_counter()
+    with pytest.raises(AudienceError, match="10,485,760 characters long"):
+        parse("(" * (10 * 2**20))
+    assert time.perf_counter() - started < 0.1

@@ -10,6 +10,8 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import Engine, event, select
 
+from outreach.filter_sql import audience_select, to_sql
+from outreach.filters import parse
 from outreach.importer import (
     BadRow,
     ImportFileError,
@@ -627,3 +629,116 @@ def test_summary() -> None:
         "line 7: email 'bob@' is not a valid address\n"
         "dry run: nothing was written"
     )
+
+
+# --- Hostile values --------------------------------------------------------------------------
+
+NOT_STORABLE = "NaN, Infinity and numbers beyond 1.8e308 cannot be stored"
+
+
+def audience(engine: Engine, text: str) -> set[str]:
+    with engine.connect() as connection:
+        return {row.email for row in connection.execute(audience_select(to_sql(parse(text))))}
+
+
+def test_nan_and_infinity_in_json_are_bad_records_and_filters_still_work(
+    engine: Engine, tmp_path: Path
+) -> None:
+    path = tmp_path / "people.json"
+    path.write_text(
+        "["
+        + ", ".join(
+            [
+                '{"email": "ok@example.org", "seats": 5, "tags": [1, "a"]}',
+                '{"email": "nan@example.org", "seats": NaN}',
+                '{"email": "inf@example.org", "seats": -Infinity}',
+                '{"email": "big@example.org", "seats": 1e400}',
+                '{"email": "list@example.org", "tags": [1, NaN]}',
+                '{"email": "deep@example.org", "a": {"b": [Infinity]}}',
+                '{"email": "long@example.org", "seats": 1' + "0" * 5000 + "}",
+                '{"email": "nul@example.org", "note": "a\\u0000b"}',
+                '{"email": "half@example.org", "note": "\\ud800"}',
+                '{"email": "ok2@example.org", "seats": 1' + "0" * 300 + "}",
+            ]
+        )
+        + "]",
+        encoding="utf-8",
+    )
+    report = import_file(engine, path, now=NOW)
+    assert report.bad_rows == [
+        BadRow(2, f"seats holds NaN: {NOT_STORABLE}; write a number or leave it empty"),
+        BadRow(3, f"seats holds -Infinity: {NOT_STORABLE}; write a number or leave it empty"),
+        BadRow(4, f"seats holds Infinity: {NOT_STORABLE}; write a number or leave it empty"),
+        BadRow(5, f"tags holds NaN: {NOT_STORABLE}; write a number or leave it empty"),
+        BadRow(6, f"a holds Infinity: {NOT_STORABLE}; write a number or leave it empty"),
+        BadRow(7, f"seats holds Infinity: {NOT_STORABLE}; write a number or leave it empty"),
+        BadRow(8, "note holds a NUL character, which cannot be stored: remove it"),
+        BadRow(9, "note holds half of a surrogate pair, which is not text: remove it"),
+    ]
+    assert set(stored_endusers(engine)) == {"ok@example.org", "ok2@example.org"}
+    assert audience(engine, "seats > 1") == {"ok@example.org", "ok2@example.org"}
+    assert audience(engine, "seats < 1e300") == {"ok@example.org"}
+    assert audience(engine, "tags has 1") == {"ok@example.org"}
+
+
+def test_bad_csv_cells_reject_only_their_row(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "endusers.csv"
+    rows = [
+        "email,name,tags,seats",
+        'ok@example.org,Ok,"[1, ""a""]",5',
+        "nan@example.org,Nan,[NaN],",
+        'inf@example.org,Inf,"[1, -Infinity]",',
+        "big@example.org,Big,[1e999],",
+        "text@example.org,Text,,nan",
+        "deep@example.org,Deep," + "[" * 33 + "]" * 33 + ",",
+        "long@example.org,Long,," + "x" * 10_001,
+        "huge@example.org,Huge,,1" + "0" * 400,
+    ]
+    data = (
+        "\n".join(rows).encode() + b"\nbad@example.org,Caf\xe9,,\nok2@example.org,Zo\xc3\xab,,7\n"
+    )
+    path.write_bytes(data)
+    report = import_file(engine, path, now=NOW)
+    assert report.bad_rows == [
+        BadRow(3, f"tags holds NaN: {NOT_STORABLE}; write a number or leave it empty"),
+        BadRow(4, f"tags holds -Infinity: {NOT_STORABLE}; write a number or leave it empty"),
+        BadRow(5, f"tags holds Infinity: {NOT_STORABLE}; write a number or leave it empty"),
+        BadRow(7, "tags is a list nested more than 32 levels deep"),
+        BadRow(8, "seats is 10,001 characters long, more than 10,000: shorten it"),
+        BadRow(10, "name is not UTF-8 text (byte 0xe9): save the file as UTF-8"),
+    ]
+    people = stored_endusers(engine)
+    assert people["text@example.org"]["attributes"] == {"seats": "nan"}
+    assert people["huge@example.org"]["attributes"] == {"seats": "1" + "0" * 400}
+    assert people["ok2@example.org"]["name"] == "Zoë"
+    assert audience(engine, "seats > 1") == {"ok@example.org", "ok2@example.org"}
+    assert audience(engine, "tags has 1") == {"ok@example.org"}
+    assert audience(engine, 'seats = "nan"') == {"text@example.org"}
+
+
+def test_a_csv_in_another_encoding_is_still_a_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "endusers.csv"
+    path.write_bytes("email,name\na@x.example,Café\nb@x.example,Zoé\n".encode("latin-1"))
+    with pytest.raises(ImportFileError, match=r"endusers\.csv is not UTF-8 text \(bad byte at"):
+        read_records(path)
+    path.write_bytes("email,nåme\na@x.example,Ok\n".encode("latin-1"))
+    with pytest.raises(ImportFileError, match="is not UTF-8 text"):
+        read_records(path)
+    path = tmp_path / "endusers.json"
+    path.write_bytes('[{"email": "a@x.example", "name": "Café"}]'.encode("latin-1"))
+    with pytest.raises(ImportFileError, match=r"endusers\.json is not UTF-8 text"):
+        read_records(path)
+
+
+def test_deeply_nested_json_is_a_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "endusers.json"
+    path.write_text('[{"email": "a@x.example", "a":\n ' + "[" * 5000 + "]" * 5000 + "}]")
+    with pytest.raises(
+        ImportFileError,
+        match=re.escape("nested more than 32 levels deep at line 2, column 32: flatten"),
+    ):
+        read_records(path)
+    path.write_text('[{"email": "a@x.example", "a": ' + "[" * 30 + "]" * 30 + "}]")
+    assert read_records(path)[0][1]["a"] == [
+        [[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+    ]
