@@ -14,6 +14,7 @@ from typing import Literal
 
 import uvicorn
 from sqlalchemy import Engine
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mailbeacon.server import create_app
 from mailbeacon.settings import Settings
@@ -21,6 +22,43 @@ from mailbeacon.slackbot import slack_state
 from mailbeacon.worker import start_jobs
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
+# What a client may take: a request head of at most 64 KiB, sent within 10 s of connecting
+# (or of the previous response), and 5 s of idle keep-alive between requests.
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
+REQUEST_HEAD_SECONDS = 10.0
+KEEP_ALIVE_SECONDS = 5
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, which bounds a request head's size but not its time: a client
+    that connects and never finishes its headers would hold the socket forever. Here it has
+    REQUEST_HEAD_SECONDS, then the connection is closed. A request being answered (an open
+    /alerts stream) is not cut."""
+
+    _head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        self._head_deadline = self.loop.call_later(REQUEST_HEAD_SECONDS, self._head_overdue)
+
+    def _head_overdue(self) -> None:
+        waiting = self.cycle is None or self.cycle.response_complete  # for the next request
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
 
 
 def uvicorn_config(
@@ -41,6 +79,10 @@ def uvicorn_config(
         access_log=False,  # hits are recorded as events; a log of IPs would leak them
         log_level=log_level,
         lifespan="on",
+        # h11 rather than httptools, which has no limit on the size of a request's headers.
+        http=BoundedH11Protocol,
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # An open /alerts page never ends its stream: at shutdown, requests get this long to
         # finish, then the streams are cut (their pages reconnect to another server).
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,

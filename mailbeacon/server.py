@@ -74,7 +74,12 @@ def create_app(
                 connection.execute(text("SELECT 1"))
 
         try:
-            await asyncio.to_thread(ping)
+            # Another process may hold the database's lock for long: a load balancer wants
+            # its answer within 2 s, so an unanswered check counts as a failed one.
+            await asyncio.wait_for(asyncio.to_thread(ping), timeout=1.5)
+        except TimeoutError:
+            log.warning("health check: the database did not answer within 1.5 s")
+            return JSONResponse({"status": "error", "database": "busy"}, status_code=503)
         except Exception:
             log.exception("health check: the database does not answer")
             return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)

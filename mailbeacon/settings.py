@@ -8,6 +8,7 @@ and what was expected.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 import yaml
 from cryptography.fernet import Fernet
+from sqlalchemy.engine import make_url
 
 from bot.users import UserSettings
 from notifier.digests import is_time_zone
@@ -138,7 +140,7 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
 def build(cls: type[Any], raw: Any, where: str) -> Any:
     """Build dataclass `cls` from a mapping, checking every key and value against its type."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'config'} = {raw!r}: expected a mapping of keys")
+        raise ConfigError(f"{where or 'config'} = {_shown(cls, raw)}: expected a mapping of keys")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
@@ -204,7 +206,35 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
 
 
 def _expected(key: str, value: Any, what: str) -> ConfigError:
-    return ConfigError(f"{key} = {value!r}: expected {what}")
+    shown = _HIDDEN if _is_secret(key) else _shown(None, value)
+    return ConfigError(f"{key} = {shown}: expected {what}")
+
+
+# Keys named like these hold secrets: an error names the key but never shows the value.
+_SECRET_NAME = re.compile(r"(secret|token|password|_keys)(\[\d+\])?$")
+_URL_PASSWORD = re.compile(r"(://[^/?#@:\s]*:)\S*@")
+_HIDDEN = "(hidden)"
+
+
+def _is_secret(key: str) -> bool:
+    return bool(_SECRET_NAME.search(key))
+
+
+def _holds_secret(hint: Any) -> bool:
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        return any(
+            _is_secret(f.name) or _holds_secret(hints[f.name]) for f in dataclasses.fields(hint)
+        )
+    return any(_holds_secret(arg) for arg in typing.get_args(hint))
+
+
+def _shown(section: type[Any] | None, value: Any) -> str:
+    """The value as an error shows it: hidden where a section's secret may be in it, and any
+    URL's password masked (a database.url with a password, say)."""
+    if section is not None and _holds_secret(section):
+        return _HIDDEN
+    return _URL_PASSWORD.sub(r"\1***@", repr(value))
 
 
 def _join(where: str, key: str) -> str:
@@ -264,7 +294,9 @@ def _complete(settings: Settings, base: Path) -> Settings:
 
 
 def with_generated_keys(settings: Settings) -> Settings:
-    """Fill in the signing and encryption keys, generating each once into the data folder."""
+    """Make the data folder private, then fill in the signing and encryption keys, generating
+    each once into it."""
+    prepare_data_folder(settings)
     tracking = settings.tracking
     if not tracking.signing_keys:
         key = _key_file(
@@ -274,7 +306,7 @@ def with_generated_keys(settings: Settings) -> Settings:
         tracking = dataclasses.replace(tracking, signing_keys=[key])
     for i, key in enumerate(tracking.signing_keys):
         if len(key) < 16:
-            raise _expected(f"tracking.signing_keys[{i}]", "…", "at least 16 characters")
+            raise _expected(f"tracking.signing_keys[{i}]", key, "at least 16 characters")
     secrets_settings = settings.secrets
     if not secrets_settings.encryption_keys:
         key = _key_file(
@@ -286,9 +318,31 @@ def with_generated_keys(settings: Settings) -> Settings:
             Fernet(key)
         except ValueError:
             raise _expected(
-                f"secrets.encryption_keys[{i}]", "…", "a Fernet key (32 url-safe base64 bytes)"
+                f"secrets.encryption_keys[{i}]", key, "a Fernet key (32 url-safe base64 bytes)"
             ) from None
     return dataclasses.replace(settings, tracking=tracking, secrets=secrets_settings)
+
+
+def prepare_data_folder(settings: Settings) -> None:
+    """Create the data folder (0700) and an SQLite database file (0600) if they are missing.
+
+    The data folder holds the keys, the database and the Maildir: only its owner may read it.
+    SQLite gives its -wal and -shm files the database file's mode, so creating the (empty, and
+    so valid) database file 0600 here, before the engine opens it, keeps those private too.
+    """
+    _private_folder(settings.data_path)
+    url = make_url(settings.database.url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    database = Path(url.database)
+    _private_folder(database.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _private_folder(path: Path) -> None:
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _key_file(path: Path, generate: typing.Callable[[], str]) -> str:

@@ -4,7 +4,8 @@ desktop notifications, fed by `/alerts/stream`, a Server-Sent Events stream per 
 The stream is the desktop channel's deliverer: every open page reads the user's desktop
 deliveries after the last one it showed, so each device shows every alert, and a page that
 reconnects (Last-Event-ID) gets what it missed. A delivery is marked delivered once a page has
-been sent it. Both URLs carry the user's feed token, never their email address.
+been sent it. Both URLs carry the user's feed token, never their email address; the token holds
+the user's feed version, so a new link (`alerts link new`) revokes the old one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select, true, update
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -21,22 +22,51 @@ from starlette.routing import Route
 from notifier.alerts import Alert
 from notifier.dispatcher import ALERT_ROWS, NEWS, alert_of
 from store.clock import Clock, utcnow
-from store.schema import deliveries, subscriptions
-from tracking.tokens import TokenKind, TokenSigner
+from store.schema import deliveries, subscriptions, users
+from tracking.tokens import Claims, TokenKind, TokenSigner
 
 POLL_SECONDS = 1.0
 KEEP_ALIVE_SECONDS = 15.0
-NOT_VALID = (
-    "This alerts link is not valid: ask mailbeacon for a new one "
-    "(`/beacon alerts add … via desktop`).\n"
-)
+NOT_VALID = "This alerts link is not valid: ask mailbeacon for a new one (`/beacon alerts link`).\n"
+FEED_VERSIONS = 2**16  # what the token's 16-bit field holds
+
+
+def feed_link(
+    connection: Connection, signer: TokenSigner, base_url: str, user_id: int, *, new: bool = False
+) -> str:
+    """The user's alerts page; with `new`, a new link, and every older one stops working."""
+    if new:
+        connection.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(feed_version=(users.c.feed_version + 1) % FEED_VERSIONS)
+        )
+    version = connection.scalar(select(users.c.feed_version).where(users.c.id == user_id))
+    return f"{base_url}/alerts?token={signer.feed_token(user_id, version or 0)}"
+
+
+def feed_claims(engine: Engine, signer: TokenSigner, token: str) -> Claims | None:
+    """The claims of a feed token (the user's id, their feed version) while it is the user's
+    newest link; None for any other."""
+    claims = signer.verify(token, TokenKind.FEED)
+    if claims is None:
+        return None
+    with engine.connect() as connection:
+        version = connection.scalar(select(users.c.feed_version).where(users.c.id == claims.id))
+    return claims if version == claims.link_idx else None
 
 
 def desktop_alerts(
-    engine: Engine, user_id: int, after: int, *, clock: Clock = utcnow
+    engine: Engine,
+    user_id: int,
+    after: int,
+    *,
+    feed_version: int | None = None,
+    clock: Clock = utcnow,
 ) -> list[tuple[int, Alert]]:
     """The user's desktop alerts after delivery `after`, oldest first (at most a day old); those
-    not delivered yet are marked delivered."""
+    not delivered yet are marked delivered. With `feed_version`: none once the user has made a
+    new link (a page still open on a revoked link gets nothing more)."""
     now = clock()
     # Every open page asks every second: a short read, and a write only when there is
     # something to mark.
@@ -47,6 +77,7 @@ def desktop_alerts(
                 subscriptions.c.user_id == user_id,
                 deliveries.c.id > after,
                 deliveries.c.created_at >= now - NEWS,
+                true() if feed_version is None else users.c.feed_version == feed_version,
             ).limit(100)
         ).all()
     pending = [row.id for row in rows if row.status == "pending"]
@@ -75,6 +106,15 @@ def last_shown(engine: Engine, user_id: int) -> int:
     return int(newest or 0)
 
 
+def event_id(last_event_id: str) -> int | None:
+    """The delivery id a reconnecting page last got, or None for anything we could not have sent
+    (a hand-made or mangled header): that page gets a fresh stream."""
+    # Ids we send are database ids: ASCII digits, well under 2**63.
+    if last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) <= 18:
+        return int(last_event_id)
+    return None
+
+
 def desktop_routes(engine: Engine, signer: TokenSigner) -> list[Route]:
     async def page(request: Request) -> Response:
         return HTMLResponse(
@@ -90,15 +130,15 @@ def desktop_routes(engine: Engine, signer: TokenSigner) -> list[Route]:
         )
 
     async def stream(request: Request) -> Response:
-        claims = signer.verify(request.query_params.get("token", ""), TokenKind.FEED)
+        token = request.query_params.get("token", "")
+        claims = await asyncio.to_thread(feed_claims, engine, signer, token)
         if claims is None:
             return PlainTextResponse(NOT_VALID, status_code=404)
-        last = request.headers.get("last-event-id", "")
-        after = (
-            int(last) if last.isdigit() else await asyncio.to_thread(last_shown, engine, claims.id)
-        )
+        after = event_id(request.headers.get("last-event-id", ""))
+        if after is None:
+            after = await asyncio.to_thread(last_shown, engine, claims.id)
         return StreamingResponse(
-            _events(engine, claims.id, after),
+            _events(engine, claims, after),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -106,11 +146,13 @@ def desktop_routes(engine: Engine, signer: TokenSigner) -> list[Route]:
     return [Route("/alerts", page), Route("/alerts/stream", stream)]
 
 
-async def _events(engine: Engine, user_id: int, after: int) -> AsyncIterator[str]:
+async def _events(engine: Engine, claims: Claims, after: int) -> AsyncIterator[str]:
     yield "retry: 3000\n\n"
     quiet = 0.0
     while True:
-        alerts = await asyncio.to_thread(desktop_alerts, engine, user_id, after)
+        alerts = await asyncio.to_thread(
+            desktop_alerts, engine, claims.id, after, feed_version=claims.link_idx
+        )
         for delivery_id, alert in alerts:
             after = delivery_id
             data = json.dumps({"title": alert.title, "details": alert.details})

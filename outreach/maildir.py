@@ -3,7 +3,9 @@ layout, as mbsync and offlineimap keep it), which any mail client can read."""
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
+import os
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
@@ -50,8 +52,10 @@ class MaildirMailbox:
 
     def _sent(self) -> mailbox.Maildir:
         if self._box is None:
-            for sub in ("tmp", "new", "cur", ".Sent/tmp", ".Sent/new", ".Sent/cur"):
-                (self.folder / sub).mkdir(parents=True, exist_ok=True)
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            # Mail is private: folders we create are the owner's only (as the data folder is).
+            for sub in ("", "tmp", "new", "cur", ".Sent", ".Sent/tmp", ".Sent/new", ".Sent/cur"):
+                (self.folder / sub).mkdir(mode=0o700, exist_ok=True)
             self._box = mailbox.Maildir(self.folder).get_folder("Sent")
         return self._box
 
@@ -59,6 +63,9 @@ class MaildirMailbox:
         # Maildir delivery writes into tmp/ and renames into new/: a message is there whole or
         # not at all, so find_sent() after a crash is exact.
         key = self._sent().add(message)
+        # mailbox writes 0666 less the umask; a message we deliver (to new/) is 0600.
+        with contextlib.suppress(FileNotFoundError):  # a mail client took it already
+            os.chmod(self.folder / ".Sent" / "new" / key, 0o600)
         if self._sent_ids is not None:
             self._sent_ids[message["Message-ID"]] = key
         return Delivered(message["Message-ID"], key, thread_id)

@@ -83,6 +83,9 @@ users = Table(
     Column("role", String(16), nullable=False, server_default="member"),
     # "22:00-07:00" in the user's time zone: alerts that come then wait until it ends.
     Column("quiet_hours", String(11)),
+    # In the user's feed token (/alerts?token=): `alerts link new` counts it up (mod 2**16),
+    # which revokes every older link.
+    Column("feed_version", Integer, nullable=False, server_default="0"),
     CheckConstraint("role IN ('member', 'admin')", name="role"),
     _created(),
 )

@@ -93,6 +93,15 @@ class EmailCache:
                 found[i].links = email_links
         return found
 
+    def known_click(self, email_id: int, link_idx: int | None) -> HitResult | None:
+        """A click's answer from the cached facts alone, stale or not (a link never changes);
+        None when they are not cached. Called from the event loop while the writer thread may
+        be filling the cache: a single dict read is safe."""
+        email = self._emails.get(email_id)
+        if email is None or email.links is None or link_idx not in email.links:
+            return None
+        return HitResult(found=True, recorded=False, destination=email.links[link_idx])
+
 
 _NEVER = _Email(None, None, False, False, False, fetched=float("-inf"))
 _EMAILS = (
@@ -257,7 +266,7 @@ def _event_row(email_id: int, hit: Hit, reason: str | None) -> dict[str, Any]:
         "kind": hit.kind,
         "at": hit.at,
         "link_idx": hit.link_idx,
-        "user_agent": hit.user_agent[:1000],
+        "user_agent": hit.user_agent,
         "ip": hit.ip,
         "machine": reason is not None,
         "machine_reason": reason,

@@ -90,8 +90,13 @@ class TrackingEndpoints:
                 claims.id, self._hit(scope, "click", claims.link_idx)
             )
         except RecorderUnavailable:
-            await _respond(send, 503, [*_TEXT, (b"retry-after", b"5")], UNAVAILABLE)
-            return
+            # The database is down or locked by another process: the reader still gets where
+            # they were going if the destination is known, else a quick answer to retry.
+            known = self.recorder.known_click(claims.id, claims.link_idx)
+            if known is None:
+                await _respond(send, 503, [*_TEXT, (b"retry-after", b"5")], UNAVAILABLE)
+                return
+            result = known
         if not result.found:
             await _respond(send, 404, _TEXT, NOT_FOUND)
         elif result.destination is None:  # the hidden honeypot link: only machines come here

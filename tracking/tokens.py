@@ -3,7 +3,8 @@
 A token is url-safe base64 (no padding) of
     version (1 byte) | kind (1) | id (8, big-endian) | link index (2) | HMAC-SHA256 tag (16)
 The tag is 128 bits, the payload carries no personal data, and any of several keys verifies it
-(the first one signs), so keys can be rotated without breaking links in old emails.
+(the first one signs), so keys can be rotated without breaking links in old emails. Each token
+has exactly one spelling: any other (`+`/`/`, other padding bits) does not verify.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,8 +35,8 @@ class TokenKind(IntEnum):
 @dataclass(frozen=True)
 class Claims:
     kind: TokenKind
-    id: int  # email id, or user id for USER tokens
-    link_idx: int = 0
+    id: int  # email id, or user id for USER and FEED tokens
+    link_idx: int = 0  # CLICK: the link's index; FEED: the user's feed version
 
 
 class TokenSigner:
@@ -45,8 +47,7 @@ class TokenSigner:
 
     def sign(self, claims: Claims) -> str:
         payload = _PAYLOAD.pack(VERSION, claims.kind, claims.id, claims.link_idx)
-        raw = payload + self._tag(self._keys[0], payload)
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+        return _encode(payload + self._tag(self._keys[0], payload))
 
     def open_token(self, email_id: int) -> str:
         return self.sign(Claims(TokenKind.OPEN, email_id))
@@ -57,16 +58,19 @@ class TokenSigner:
     def user_token(self, user_id: int) -> str:
         return self.sign(Claims(TokenKind.USER, user_id))
 
-    def feed_token(self, user_id: int) -> str:
-        return self.sign(Claims(TokenKind.FEED, user_id))
+    def feed_token(self, user_id: int, version: int = 0) -> str:
+        """`version`: the user's feed version (users.feed_version); a new one revokes the old."""
+        return self.sign(Claims(TokenKind.FEED, user_id, version))
 
     def verify(self, token: str, kind: TokenKind) -> Claims | None:
         """The claims of a genuine token of that kind, or None for anything else."""
-        if len(token) != _ENCODED_LENGTH:
+        if not _ENCODED.fullmatch(token):
             return None
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):
+            return None
+        if _encode(raw) != token:  # the last character's unused low bits were not zero
             return None
         payload, tag = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
         if not any(hmac.compare_digest(self._tag(key, payload), tag) for key in self._keys):
@@ -81,4 +85,8 @@ class TokenSigner:
         return hmac.new(key, payload, hashlib.sha256).digest()[:TAG_BYTES]
 
 
-_ENCODED_LENGTH = len(base64.urlsafe_b64encode(bytes(TOKEN_BYTES)).rstrip(b"="))
+def _encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+_ENCODED = re.compile(f"[A-Za-z0-9_-]{{{len(_encode(bytes(TOKEN_BYTES)))}}}")

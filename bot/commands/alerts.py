@@ -14,6 +14,7 @@ from bot.context import CommandFailed, Context, Reply, find_campaign, find_templ
 from bot.grammar import CommandError, Token, unquoted
 from bot.permissions import admin_when
 from bot.registry import command
+from notifier.desktop import feed_link
 from notifier.quiet import is_quiet_range
 from notifier.subscriptions import (
     NewRule,
@@ -130,11 +131,13 @@ def alerts_add(command: AlertsAdd, context: Context) -> Reply:
             rule = replace(rule, company_id=company_id)
         rule_id = add_subscription(connection, context.user.id, rule)
         [added] = [r for r in list_subscriptions(connection, context.user.id) if r.id == rule_id]
+        data: dict[str, Any] = {"alert": rule_id, "words": in_words(added)}
+        if command.channel == "desktop":
+            data["page"] = feed_link(
+                connection, context.signer, context.tracking.base_url, context.user.id
+            )
     text = f"Alert {in_words(added)}."
-    data: dict[str, Any] = {"alert": rule_id, "words": in_words(added)}
-    if command.channel == "desktop":
-        token = context.signer.feed_token(context.user.id)
-        data["page"] = f"{context.tracking.base_url}/alerts?token={token}"
+    if "page" in data:
         text += (
             f"\nOpen {data['page']} and keep it open: alerts appear there as desktop notifications."
         )

@@ -226,6 +226,10 @@ SAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
         },
         ["Alert #4: when someone opens", "https://t.example/alerts?token=abc"],
     ),
+    "alerts link": (
+        {"page": "https://t.example/alerts?token=t", "new": True},
+        ["Open your alerts page", "older links no longer work"],
+    ),
     "alerts list": (
         {"alerts": [{"id": 4, "words": "#4: when someone replies"}, {"id": 6, "words": "#6: x"}]},
         ["#4: when someone replies", "#6: x"],

@@ -192,7 +192,11 @@ def test_alerts_parse(text: str, command: Any) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("alerts", "say which: `alerts add`, `alerts list`, `alerts quiet`, `alerts remove`"),
+        (
+            "alerts",
+            "say which: `alerts add`, `alerts link`, `alerts list`, `alerts quiet`, "
+            "`alerts remove`",
+        ),
         ("alerts mute", "say which: `alerts add`"),
         ("alerts quiet 10pm-7am", "`10pm-7am` is not a range of times: say `alerts quiet 22:00"),
         ("alerts remove three", "say which alert to remove, by its number"),
@@ -210,12 +214,12 @@ def test_alerts_mistakes(text: str, message: str) -> None:
         parse(text)
     assert message in raised.value.message
     said = text.split()
-    family = [s for s in ("add", "list", "quiet", "remove") if said[1:2] == [s]]
+    family = [s for s in ("add", "link", "list", "quiet", "remove") if said[1:2] == [s]]
     if family:  # the usage of that command
         assert raised.value.usage == usage(f"alerts {family[0]}")
     else:  # every alerts command's usage
         assert raised.value.usage.splitlines() == [
-            usage(f"alerts {name}") for name in ("add", "list", "quiet", "remove")
+            usage(f"alerts {name}") for name in ("add", "link", "list", "quiet", "remove")
         ]
 
 

@@ -22,6 +22,7 @@ MISTAKES = {
     "stats": ("stats by weather", "`by weather`: group by template"),
     "cohort": ("cohort maybe outage", "expected engaged or unengaged after 'cohort'"),
     "alerts add": ("alerts add on open from everyone via email", "only an admin may hear"),
+    "alerts link": ("alerts link old", "`alerts link new` for a new one"),
     "alerts list": ("alerts list please", "this command takes nothing after it"),
     "alerts remove": ("alerts remove 42", "you have no alert #42"),
     "alerts quiet": ("alerts quiet 10pm-7am", "`10pm-7am` is not a range of times"),

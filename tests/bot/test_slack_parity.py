@@ -33,6 +33,7 @@ EXAMPLES = {
     "stats": "stats by company",
     "cohort": "cohort engaged outage",
     "alerts add": "alerts add on bounce template outage via email",
+    "alerts link": "alerts link new",
     "alerts list": "alerts list",
     "alerts remove": "alerts remove {rule}",
     "alerts quiet": "alerts quiet 22:00-07:00",
@@ -47,6 +48,7 @@ EXAMPLES = {
 MINTED = {
     "alerts add": {"alert", "words"},  # the words start with the new rule's number
     "alerts remove": {"removed"},
+    "alerts link": {"page"},
     "connect": {"link", "expires_at"},
 }
 # Data for code, not for people: each is named on the same row by something shown.

@@ -82,7 +82,9 @@ def test_environment_variables_override_any_key() -> None:
             "tracking.internal_networks[0] = '10.0.0.0/33': expected a CIDR network",
         ),
         ("tracking:\n  base_url: example.com\n", {}, "tracking.base_url = 'example.com': expected"),
-        ("tracking: [1, 2]\n", {}, "tracking = [1, 2]: expected a mapping of keys"),
+        ("server: [1, 2]\n", {}, "server = [1, 2]: expected a mapping of keys"),
+        # tracking holds the signing keys: what is in their place is not shown
+        ("tracking: [1, 2]\n", {}, "tracking = (hidden): expected a mapping of keys"),
         ("- a\n- b\n", {}, "expected a mapping of sections at the top level"),
         ("server: {port: 1\n", {}, "is not valid YAML"),
     ],

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import Engine, select
 
 from mailbeacon.serve import (
@@ -18,6 +19,7 @@ from mailbeacon.serve import (
     free_port,
 )
 from notifier.channels import EmailChannel
+from notifier.desktop import event_id
 from notifier.dispatcher import deliver
 from outreach.maildir import MaildirMailbox
 from store.schema import deliveries, users
@@ -46,6 +48,24 @@ def test_each_page_gets_what_it_has_not_shown_and_a_reconnect_what_it_missed(
         assert int(second) > int(first)
         # A page that lost its connection after the first gets the second on reconnecting.
         assert [event_id for event_id, _ in desk.read(client, 1, last_id=first)] == [second]
+
+
+@pytest.mark.parametrize("last_id", ["abc", "-1", "1.5", "7x", "0x10", str(10**30), "9" * 5000])
+def test_a_last_event_id_we_could_not_have_sent_gets_a_fresh_stream(
+    desk: Desk, last_id: str
+) -> None:
+    desk.open_and_dispatch()
+    with httpx.Client(timeout=10) as client:
+        [(_, alert)] = desk.read(client, 1, last_id=last_id)
+    assert alert["title"] == "ann@c.example opened “Renewal”"
+
+
+@pytest.mark.parametrize(
+    ("header", "after"),
+    [("0", 0), ("42", 42), ("9" * 18, 10**18 - 1), ("9" * 19, None), ("", None), ("²", None)],
+)
+def test_event_ids_are_small_whole_numbers(header: str, after: int | None) -> None:
+    assert event_id(header) == after
 
 
 def test_a_forged_token_reads_nothing(desk: Desk) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import Engine, delete, func, select, update
 
 from outreach.emails import Draft, create_email, mark_sent
@@ -15,7 +16,7 @@ from tracking.analytics import average_rates
 from tracking.classify import Hit, Rules
 from tracking.instrument import TrackingFlags
 from tracking.record import FACTS_TTL_SECONDS, EmailCache
-from tracking.recorder import Recorder, RecorderUnavailable
+from tracking.recorder import MAX_USER_AGENT, Recorder, RecorderUnavailable, clean_hit
 from tracking.settings import TrackingSettings
 from tracking.tokens import TokenSigner
 
@@ -173,3 +174,20 @@ def test_email_facts_are_cached_briefly_so_an_opt_out_takes_effect(engine: Engin
     now[0] += FACTS_TTL_SECONDS + 1
     with engine.connect() as connection:
         assert cache.lookup(connection, {email_id}, set()) == {}
+
+
+@pytest.mark.parametrize(
+    ("ip", "anonymize", "stored"),
+    [
+        ("198.51.100.7", False, "198.51.100.7"),
+        ("2001:DB8:0:0::1", False, "2001:db8::1"),
+        ("fe80::1%" + "e" * 60, False, "fe80::1"),
+        ("a" * 200, False, ""),
+        ("198.51.100.7:443", False, ""),
+        ("unknown", True, ""),
+        ("198.51.100.77", True, "198.51.100.0"),
+    ],
+)
+def test_a_hit_is_cleaned_to_what_may_be_stored(ip: str, anonymize: bool, stored: str) -> None:
+    hit = clean_hit(Hit("open", utcnow(), user_agent="x" * 5000, ip=ip), anonymize=anonymize)
+    assert (hit.ip, len(hit.user_agent)) == (stored, MAX_USER_AGENT)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tracking.tokens import Claims, TokenKind, TokenSigner
 
@@ -69,3 +71,73 @@ def test_rotation_old_keys_still_verify_and_only_the_first_signs() -> None:
     assert TokenSigner([KEY]).verify(rotated.open_token(8), TokenKind.OPEN) is not None
     # Once the old key is retired, its tokens stop working.
     assert TokenSigner([KEY]).verify(old_token, TokenKind.OPEN) is None
+
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _with(token: str, old: str, new: str) -> str:
+    assert old in token
+    return token.replace(old, new, 1)
+
+
+def _token_with(character: str) -> str:
+    """A click token that has `character` in it."""
+    signer = TokenSigner([KEY])
+    return next(t for i in range(1000) if character in (t := signer.click_token(i, 1)))
+
+
+def _last_bits(token: str, flip: int) -> str:
+    # 28 bytes are 37 characters and 2 bits: the last character's low 4 bits are padding.
+    return token[:-1] + ALPHABET[ALPHABET.index(token[-1]) ^ flip]
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        *(
+            pytest.param(lambda t, f=flip: _last_bits(t, f), id=f"padding-bits-{flip}")
+            for flip in (1, 2, 4, 8, 15)
+        ),
+        pytest.param(lambda t: t + "=", id="padded"),
+        pytest.param(lambda t: t + "==", id="padded-twice"),
+        pytest.param(lambda t: t + "\n", id="newline"),
+        pytest.param(lambda t: " " + t[1:], id="space"),
+    ],
+)
+def test_only_the_canonical_spelling_of_a_token_verifies(mangle: object) -> None:
+    signer = TokenSigner([KEY])
+    token = signer.click_token(99, 1)
+    assert callable(mangle)
+    assert signer.verify(token, TokenKind.CLICK) is not None
+    assert signer.verify(mangle(token), TokenKind.CLICK) is None
+
+
+@pytest.mark.parametrize(("url_safe", "standard"), [("-", "+"), ("_", "/")])
+def test_standard_base64_characters_do_not_verify(url_safe: str, standard: str) -> None:
+    signer = TokenSigner([KEY])
+    token = _token_with(url_safe)
+    assert signer.verify(token, TokenKind.CLICK) is not None
+    assert signer.verify(_with(token, url_safe, standard), TokenKind.CLICK) is None
+
+
+def test_every_signed_token_verifies() -> None:
+    signer = TokenSigner([KEY])
+    for ident in [0, 1, 2**32, 2**64 - 1, *range(2, 500, 7)]:
+        for kind in TokenKind:
+            for link_idx in (0, 1, 2**16 - 1):
+                claims = Claims(kind, ident, link_idx)
+                assert signer.verify(signer.sign(claims), kind) == claims
+
+
+def test_a_feed_token_carries_the_feed_version() -> None:
+    signer = TokenSigner([KEY])
+    assert signer.verify(signer.feed_token(4, 9), TokenKind.FEED) == Claims(TokenKind.FEED, 4, 9)
+
+
+@given(text=st.text(max_size=60) | st.text(alphabet=ALPHABET + "+/=", min_size=36, max_size=40))
+def test_any_text_is_refused_or_is_the_one_spelling_of_its_claims(text: str) -> None:
+    signer = TokenSigner([KEY])
+    for kind in TokenKind:
+        claims = signer.verify(text, kind)
+        assert claims is None or signer.sign(claims) == text
