@@ -42,8 +42,9 @@ def home_view(user: User, me: Json, campaigns: list[Any], rules: list[Any], dige
     for row in campaigns[:HOME_CAMPAIGNS]:
         blocks.append(
             section(
-                f"*{escape(row.label)}*: {row.emails} emails · opened {rate(row.open_rate)} · "
-                f"clicked {rate(row.click_rate)} · replied {rate(row.reply_rate)}"
+                f"*{escape(row.label)}*: {row.emails} email{'' if row.emails == 1 else 's'} · "
+                f"opened {rate(row.open_rate)} · clicked {rate(row.click_rate)} · "
+                f"replied {rate(row.reply_rate)}"
             )
         )
     blocks.append(context("People only: machine opens and link scanners are left out."))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import sys
@@ -18,7 +19,38 @@ from mailbeacon.settings import ConfigError, Settings, load_settings, with_gener
 from outreach.accounts import list_mailboxes
 from store.engine import make_engine
 from store.migrate import current_revision, head_revision, upgrade
-from store.schema import emails, endusers, events
+from store.schema import campaigns, emails, endusers, events, jobs, subscriptions
+
+# What `init` puts in a templates folder that does not exist yet: one template to copy from.
+EXAMPLE_TEMPLATE = (
+    "welcome.md",
+    """---
+subject: "Welcome aboard, {{ enduser.name }}"
+description: An example to copy; the file name (welcome) is the template's key
+track:
+  opens: true
+  clicks: true
+---
+Hi {{ enduser.name }},
+
+Thanks for choosing us. [Our getting-started guide](https://yourcompany.example/start) takes
+five minutes.
+
+{{ sender.name }}
+""",
+)
+
+
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """`1 alert`, `2 alerts`."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("mailbeacon")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="config file (default: $MAILBEACON_CONFIG, else ./config.yaml if present)",
     )
+    parser.add_argument("--version", action="version", version=f"mailbeacon {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the server (tracking endpoints and more)")
@@ -42,12 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         help="all: endpoints and jobs (one machine); web: endpoints only; worker: jobs only",
     )
 
-    commands.add_parser("demo", help="the whole loop offline in a temporary folder")
+    demo = commands.add_parser("demo", help="the whole loop offline in a temporary folder")
+    demo.add_argument("--keep", action="store_true", help="keep the folder to look around in")
 
     desktop = commands.add_parser("desktop", help="show your desktop alerts as notifications")
     desktop.add_argument("link", help="your alerts link (…/alerts?token=…)")
     desktop.add_argument("--exit-after", type=int, metavar="N", help="stop after N alerts")
-    commands.add_parser("init", help="create the data folder, keys and database")
+    commands.add_parser("init", help="create the data folder, keys, database and templates folder")
     commands.add_parser("status", help="where the data lives and what it holds")
 
     db = commands.add_parser("db", help="database maintenance")
@@ -93,15 +127,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _desktop(link: str, exit_after: int | None) -> int:
-    from notifier.desktop_client import DesktopLinkError, follow, native_show
+    from notifier.desktop_client import DesktopLinkError, NoNotificationService, follow_natively
 
     print("mailbeacon: showing your alerts as desktop notifications; Ctrl-C stops", flush=True)
     try:
-        shown = asyncio.run(follow(link, native_show(), stop_after=exit_after))
-    except DesktopLinkError as exc:
+        shown = asyncio.run(follow_natively(link, stop_after=exit_after))
+    except (DesktopLinkError, NoNotificationService) as exc:
         print(f"mailbeacon: {exc}", file=sys.stderr)
         return 1
-    print(f"mailbeacon: {shown} alerts shown", flush=True)
+    except KeyboardInterrupt:
+        return 130
+    print(f"mailbeacon: {counted(shown, 'alert')} shown", flush=True)
     return 0
 
 
@@ -125,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":  # its own temporary folder and settings: touches nothing here
         from mailbeacon.demo import run_demo
 
-        return run_demo()
+        return run_demo(keep=args.keep)
     environ = dict(os.environ)
     # Command-line overrides go in like environment overrides, so derived keys follow them.
     if args.command == "serve" and args.host:
@@ -150,6 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     engine = make_engine(settings.database)
+    try:
+        return _command(args, settings, engine)
+    finally:
+        engine.dispose()  # PostgreSQL's pooled connections are closed, not left to the GC
+
+
+def _command(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     if args.command == "serve":
         from mailbeacon.cmd import prepare
         from mailbeacon.serve import serve
@@ -161,6 +204,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         upgrade(engine)
         print(f"database ready at {safe_url(settings.database.url)} (schema {head_revision()})")
         print(f"data folder: {settings.data_dir}")
+        if args.command == "init":
+            _init_templates(Path(settings.outreach.templates_dir))
         return 0
     if args.command == "import":
         from outreach.importer import ImportFileError, import_file
@@ -172,7 +217,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"mailbeacon: import: {exc}", file=sys.stderr)
             return 1
         print(report.summary())
-        return 0
+        return 1 if report.bad_rows else 0  # the good rows are in; scripts still see the bad
     if args.command == "cmd":
         from mailbeacon.cmd import run_cmd
 
@@ -215,24 +260,54 @@ def _slack_manifest(settings: Settings, socket_mode: bool | None) -> int:
     return 0
 
 
+def _init_templates(folder: Path) -> None:
+    """Create the configured templates folder, with one example, unless it exists."""
+    if folder.is_dir():
+        print(f"templates: {folder}")
+        return
+    folder.mkdir(parents=True)
+    name, text = EXAMPLE_TEMPLATE
+    (folder / name).write_text(text, encoding="utf-8")
+    print(f"templates: {folder} (created, with the example {name})")
+
+
 def _status(settings: Settings, engine: Engine) -> int:
     revision = current_revision(engine)
-    print(f"database: {safe_url(settings.database.url)}")
-    print(f"schema:   {revision or 'empty'} (newest {head_revision()})")
+    _field("database", safe_url(settings.database.url))
+    _field("schema", f"{revision or 'empty'} (newest {head_revision()})")
     if revision is None:
         print("run `mailbeacon db upgrade` to create the tables")
         return 0
     with engine.connect() as connection:
         for label, table in (("endusers", endusers), ("emails", emails), ("events", events)):
-            print(f"{label + ':':9} {connection.scalar(select(func.count()).select_from(table))}")
+            _field(label, str(connection.scalar(select(func.count()).select_from(table))))
+        for label, table in (("campaigns", campaigns), ("jobs", jobs)):
+            query = select(table.c.status, func.count()).group_by(table.c.status)
+            _field(label, _by_status({status: n for status, n in connection.execute(query)}))
+        rules = connection.scalar(select(func.count()).select_from(subscriptions)) or 0
+        _field("alerts", counted(rules, "rule"))
+        boxes = list_mailboxes(connection)
     tracking = settings.tracking
-    print(f"tracking: {'on' if tracking.enabled else 'off'} at {tracking.base_url}")
-    with engine.connect() as connection:
-        for box in list_mailboxes(connection):
-            owner = f" of {box.owner_email}" if box.owner_email else ""
-            default = " (default)" if box.is_default else ""
-            print(f"mailbox:  {box.provider} {box.address}{owner}{default}")
+    _field("tracking", f"{'on' if tracking.enabled else 'off'} at {tracking.base_url}")
+    _field("mailboxes", str(len(boxes)))
+    for box in boxes:
+        owner = f" of {box.owner_email}" if box.owner_email else ""
+        default = " (default)" if box.is_default else ""
+        _field("mailbox", f"{box.provider} {box.address}{owner}{default}")
     return 0
+
+
+def _field(label: str, value: str) -> None:
+    print(f"{label + ':':10} {value}")
+
+
+def _by_status(counts: dict[str, int]) -> str:
+    """`3 (2 sent, 1 draft)`, most first; `0` alone."""
+    total = sum(counts.values())
+    if not total:
+        return "0"
+    parts = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return f"{total} ({', '.join(f'{n} {status}' for status, n in parts)})"
 
 
 if __name__ == "__main__":

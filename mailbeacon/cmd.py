@@ -42,7 +42,15 @@ def prepare(settings: Settings, engine: Engine) -> None:
                 f"run `mailbeacon connect gmail|outlook --as <its owner>` with that mailbox",
                 file=sys.stderr,
             )
-    report = sync_templates(engine, Path(settings.outreach.templates_dir))
+    folder = Path(settings.outreach.templates_dir)
+    if not folder.is_dir():  # a fresh install outside the repository: say so, and go on
+        print(
+            f"mailbeacon: no templates folder at {folder}: `mailbeacon init` creates it "
+            "with an example, or set outreach.templates_dir",
+            file=sys.stderr,
+        )
+        return
+    report = sync_templates(engine, folder)
     for bad in report.bad_files:
         print(f"mailbeacon: template {bad.name} skipped: {bad.reason}", file=sys.stderr)
 

@@ -4,7 +4,7 @@ Imports the examples, sends the outage template to seven endusers with `/beacon 
 campaign through the Maildir mailbox) and sets up two alerts, starts the tracking server on a
 free port, plays the recipients (people, Apple Mail Privacy Protection, a link scanner, a forger)
 and their answers, prints each email's engagement row and the human and raw rates, and the
-alerts the sender gets.
+alerts the sender gets. The folder is removed at the end unless `keep`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from bot.context import Context
 from bot.jobs import get_job, run_due
 from bot.registry import run_text
 from bot.users import UserSettings, find_user, sync_config_users
+from mailbeacon.cli import counted
 from mailbeacon.context import command_context, job_contexts
 from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from mailbeacon.settings import Settings, load_settings, with_generated_keys
@@ -42,6 +43,7 @@ from tracking.tokens import TokenSigner
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SENDER = "you@yourcompany.example"
+FOLDER_PREFIX = "mailbeacon-demo-"
 MACHINE_AFTER_SEND_SECONDS = 2
 
 TEMPLATE = "outage"
@@ -65,49 +67,57 @@ class Sent:
     link_urls: list[str]  # index 0: the honeypot
 
 
-def run_demo(out: Callable[[str], None] = print) -> int:
-    with tempfile.TemporaryDirectory(prefix="mailbeacon-demo-") as folder:
-        port = free_port()
-        settings = with_generated_keys(
-            load_settings(
-                None,
-                {
-                    "MAILBEACON__DATA_DIR": folder,
-                    "MAILBEACON__SERVER__PORT": str(port),
-                    "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",  # the demo syncs itself
-                    "MAILBEACON__TRACKING__MACHINE_AFTER_SEND_SECONDS": str(
-                        MACHINE_AFTER_SEND_SECONDS
-                    ),
-                },
-            )
-        )
-        engine = make_engine(settings.database)
-        upgrade(engine)
-        out(f"mailbeacon demo in {folder} (SQLite, Maildir, no accounts)\n")
-        out("1. Importing the example audience")
-        for name in ("companies.csv", "endusers.csv"):
-            report = import_file(engine, EXAMPLES / name)
-            out("   " + report.summary().replace("\n", "\n   "))
-        out(f"\n2. Sending the '{TEMPLATE}' template to seven endusers")
-        sent = _send(engine, settings, out)
-        out(f"   the emails are in {settings.outreach.maildir}/.Sent")
-        for text in ALERTS:
-            out(f"   /beacon {text}")
-            reply = run_text(text, _context(engine, settings))
-            out(f"   {reply.text}")
-        config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
-        with running_in_thread(config):
-            out(f"\n3. Tracking server on {settings.tracking.base_url}; playing the recipients")
-            _play(sent, out)
-        out("\n4. Answers arrive in the Maildir inbox, and a reply sync reads them")
-        _answers(engine, settings, sent, out)
-        _report(engine, sent, out)
-        out("\n7. /beacon nonopeners outage")
-        reply = run_text(f"nonopeners {TEMPLATE}", _context(engine, settings))
-        out("   " + reply.text.replace("\n", "\n   "))
-        _alerts(engine, settings, out)
-        engine.dispose()
+def run_demo(out: Callable[[str], None] = print, *, keep: bool = False) -> int:
+    if keep:
+        folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)
+        _run(folder, out)
+        out(f"\nThe demo's folder is kept: {folder}")
+        return 0
+    with tempfile.TemporaryDirectory(prefix=FOLDER_PREFIX) as folder:
+        _run(folder, out)
+    out("\nThe demo's folder is removed now: `mailbeacon demo --keep` keeps it.")
     return 0
+
+
+def _run(folder: str, out: Callable[[str], None]) -> None:
+    port = free_port()
+    settings = with_generated_keys(
+        load_settings(
+            None,
+            {
+                "MAILBEACON__DATA_DIR": folder,
+                "MAILBEACON__SERVER__PORT": str(port),
+                "MAILBEACON__TRACKING__REPLY_SYNC_SECONDS": "0",  # the demo syncs itself
+                "MAILBEACON__TRACKING__MACHINE_AFTER_SEND_SECONDS": str(MACHINE_AFTER_SEND_SECONDS),
+            },
+        )
+    )
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    out(f"mailbeacon demo in {folder} (SQLite, Maildir, no accounts)\n")
+    out("1. Importing the example audience")
+    for name in ("companies.csv", "endusers.csv"):
+        report = import_file(engine, EXAMPLES / name)
+        out("   " + report.summary().replace("\n", "\n   "))
+    out(f"\n2. Sending the '{TEMPLATE}' template to seven endusers")
+    sent = _send(engine, settings, out)
+    out(f"   the emails are in {settings.outreach.maildir}/.Sent")
+    for text in ALERTS:
+        out(f"   /beacon {text}")
+        reply = run_text(text, _context(engine, settings))
+        out(f"   {reply.text}")
+    config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
+    with running_in_thread(config):
+        out(f"\n3. Tracking server on {settings.tracking.base_url}; playing the recipients")
+        _play(sent, out)
+    out("\n4. Answers arrive in the Maildir inbox, and a reply sync reads them")
+    _answers(engine, settings, sent, out)
+    _report(engine, sent, out)
+    out("\n7. /beacon nonopeners outage")
+    reply = run_text(f"nonopeners {TEMPLATE}", _context(engine, settings))
+    out("   " + reply.text.replace("\n", "\n   "))
+    _alerts(engine, settings, out)
+    engine.dispose()
 
 
 def _alerts(engine: Engine, settings: Settings, out: Callable[[str], None]) -> None:
@@ -123,7 +133,7 @@ def _alerts(engine: Engine, settings: Settings, out: Callable[[str], None]) -> N
             alerts[int(key.split(".")[1].split("@")[0])] = f"to {message['To']}: {subject}"
     for _, line in sorted(alerts.items()):
         out(f"   - {line}")
-    out(f"   {report.delivered} alerts by email, in {folder}/.Sent")
+    out(f"   {counted(report.delivered, 'alert')} by email, in {folder}/.Sent")
 
 
 def _context(engine: Engine, settings: Settings) -> Context:
@@ -281,5 +291,5 @@ def _rates(rates: Rates) -> str:
 
     return (
         f"open {pct(rates.open_rate)}, click {pct(rates.click_rate)}, "
-        f"reply {pct(rates.reply_rate)} over {rates.emails} emails"
+        f"reply {pct(rates.reply_rate)} over {counted(rates.emails, 'email')}"
     )

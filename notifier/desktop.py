@@ -4,8 +4,11 @@ desktop notifications, fed by `/alerts/stream`, a Server-Sent Events stream per 
 The stream is the desktop channel's deliverer: every open page reads the user's desktop
 deliveries after the last one it showed, so each device shows every alert, and a page that
 reconnects (Last-Event-ID) gets what it missed. A delivery is marked delivered once a page has
-been sent it. Both URLs carry the user's feed token, never their email address; the token holds
-the user's feed version, so a new link (`alerts link new`) revokes the old one.
+been sent it, or, for a client that asks to acknowledge itself (`ack=client`: `mailbeacon
+desktop`), once it says it has shown it (POST `/alerts/shown`), so an alert it could not show is
+not lost. `/alerts/recent` is the page's history: the user's last alerts, shown or not. Every URL
+carries the user's feed token, never their email address; the token holds the user's feed
+version, so a new link (`alerts link new`) revokes the old one.
 """
 
 from __future__ import annotations
@@ -13,22 +16,52 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, Engine, func, select, true, update
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
-from notifier.alerts import Alert
+from notifier.digests import zone
 from notifier.dispatcher import ALERT_ROWS, NEWS, alert_of
 from store.clock import Clock, utcnow
-from store.schema import deliveries, subscriptions, users
+from store.schema import deliveries, events, subscriptions, users
 from tracking.tokens import Claims, TokenKind, TokenSigner
 
 POLL_SECONDS = 1.0
 KEEP_ALIVE_SECONDS = 15.0
 NOT_VALID = "This alerts link is not valid: ask mailbeacon for a new one (`/beacon alerts link`).\n"
 FEED_VERSIONS = 2**16  # what the token's 16-bit field holds
+RECENT = 50  # alerts the page lists
+
+
+class PageAlert(TypedDict):
+    id: int  # the delivery's
+    title: str
+    details: str
+    at: str  # when it happened, in the user's time zone
+    campaign: int | None
+
+
+def page_alert(row: Any) -> PageAlert:
+    """What the page and the desktop client get of a row of ALERT_ROWS."""
+    alert = alert_of(row)
+    local = row.at.astimezone(zone(row.user_timezone))
+    return PageAlert(
+        id=row.id,
+        title=alert.title,
+        details=alert.details,
+        at=f"{local:%Y-%m-%d %H:%M} {local.tzname()}",
+        campaign=row.campaign_id,
+    )
 
 
 def feed_link(
@@ -62,11 +95,12 @@ def desktop_alerts(
     after: int,
     *,
     feed_version: int | None = None,
+    mark: bool = True,
     clock: Clock = utcnow,
-) -> list[tuple[int, Alert]]:
-    """The user's desktop alerts after delivery `after`, oldest first (at most a day old); those
-    not delivered yet are marked delivered. With `feed_version`: none once the user has made a
-    new link (a page still open on a revoked link gets nothing more)."""
+) -> list[PageAlert]:
+    """The user's desktop alerts after delivery `after`, oldest first (at most a day old); with
+    `mark`, those not delivered yet are marked delivered. With `feed_version`: none once the
+    user has made a new link (a page still open on a revoked link gets nothing more)."""
     now = clock()
     # Every open page asks every second: a short read, and a write only when there is
     # something to mark.
@@ -80,15 +114,39 @@ def desktop_alerts(
                 true() if feed_version is None else users.c.feed_version == feed_version,
             ).limit(100)
         ).all()
-    pending = [row.id for row in rows if row.status == "pending"]
-    if pending:
-        with engine.begin() as connection:
-            connection.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(pending), deliveries.c.status == "pending")
-                .values(status="delivered", delivered_at=now, attempts=deliveries.c.attempts + 1)
+    if mark:
+        mark_shown(engine, user_id, [row.id for row in rows if row.status == "pending"], now)
+    return [page_alert(row) for row in rows]
+
+
+def mark_shown(engine: Engine, user_id: int, delivery_ids: list[int], now: datetime) -> None:
+    """Marks those of the user's desktop deliveries delivered."""
+    if not delivery_ids:
+        return
+    mine = select(subscriptions.c.id).where(subscriptions.c.user_id == user_id)
+    with engine.begin() as connection:
+        connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id.in_(delivery_ids),
+                deliveries.c.channel == "desktop",
+                deliveries.c.status == "pending",
+                deliveries.c.subscription_id.in_(mine),
             )
-    return [(row.id, alert_of(row)) for row in rows]
+            .values(status="delivered", delivered_at=now, attempts=deliveries.c.attempts + 1)
+        )
+
+
+def recent_alerts(engine: Engine, user_id: int, limit: int = RECENT) -> list[PageAlert]:
+    """The user's last `limit` desktop alerts, shown or not, newest first."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            ALERT_ROWS.where(deliveries.c.channel == "desktop", subscriptions.c.user_id == user_id)
+            .order_by(None)  # ALERT_ROWS' oldest first
+            .order_by(events.c.at.desc(), deliveries.c.id.desc())
+            .limit(limit)
+        ).all()
+    return [page_alert(row) for row in rows]
 
 
 def last_shown(engine: Engine, user_id: int) -> int:
@@ -129,34 +187,59 @@ def desktop_routes(engine: Engine, signer: TokenSigner) -> list[Route]:
             },
         )
 
-    async def stream(request: Request) -> Response:
+    async def claims_of(request: Request) -> Claims | None:
         token = request.query_params.get("token", "")
-        claims = await asyncio.to_thread(feed_claims, engine, signer, token)
+        return await asyncio.to_thread(feed_claims, engine, signer, token)
+
+    async def stream(request: Request) -> Response:
+        claims = await claims_of(request)
         if claims is None:
             return PlainTextResponse(NOT_VALID, status_code=404)
         after = event_id(request.headers.get("last-event-id", ""))
         if after is None:
             after = await asyncio.to_thread(last_shown, engine, claims.id)
+        mark = request.query_params.get("ack") != "client"
         return StreamingResponse(
-            _events(engine, claims, after),
+            _events(engine, claims, after, mark),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    return [Route("/alerts", page), Route("/alerts/stream", stream)]
+    async def shown(request: Request) -> Response:
+        claims = await claims_of(request)
+        if claims is None:
+            return PlainTextResponse(NOT_VALID, status_code=404)
+        delivery_id = event_id(request.query_params.get("id", ""))
+        if delivery_id is None:
+            return PlainTextResponse("id: the alert's id, a whole number\n", status_code=400)
+        await asyncio.to_thread(mark_shown, engine, claims.id, [delivery_id], utcnow())
+        return Response(status_code=204)
+
+    async def recent(request: Request) -> Response:
+        claims = await claims_of(request)
+        if claims is None:
+            return PlainTextResponse(NOT_VALID, status_code=404)
+        alerts = await asyncio.to_thread(recent_alerts, engine, claims.id)
+        return JSONResponse(alerts, headers={"Cache-Control": "no-store"})
+
+    return [
+        Route("/alerts", page),
+        Route("/alerts/stream", stream),
+        Route("/alerts/shown", shown, methods=["POST"]),
+        Route("/alerts/recent", recent),
+    ]
 
 
-async def _events(engine: Engine, claims: Claims, after: int) -> AsyncIterator[str]:
+async def _events(engine: Engine, claims: Claims, after: int, mark: bool) -> AsyncIterator[str]:
     yield "retry: 3000\n\n"
     quiet = 0.0
     while True:
         alerts = await asyncio.to_thread(
-            desktop_alerts, engine, claims.id, after, feed_version=claims.link_idx
+            desktop_alerts, engine, claims.id, after, feed_version=claims.link_idx, mark=mark
         )
-        for delivery_id, alert in alerts:
-            after = delivery_id
-            data = json.dumps({"title": alert.title, "details": alert.details})
-            yield f"id: {delivery_id}\nevent: alert\ndata: {data}\n\n"
+        for alert in alerts:
+            after = alert["id"]
+            yield f"id: {after}\nevent: alert\ndata: {json.dumps(alert)}\n\n"
         quiet = 0.0 if alerts else quiet + POLL_SECONDS
         if quiet >= KEEP_ALIVE_SECONDS:  # through proxies that close idle connections
             quiet = 0.0
@@ -177,26 +260,38 @@ PAGE = """<!doctype html>
 <p><button id="allow" hidden>Show them as desktop notifications</button></p>
 <ul id="alerts"></ul>
 <script>
-  const token = new URLSearchParams(location.search).get("token") || "";
+  // Text goes in through textContent only: titles carry strangers' names.
+  const token = encodeURIComponent(new URLSearchParams(location.search).get("token") || "");
   const state = document.getElementById("state");
   const allow = document.getElementById("allow");
   const list = document.getElementById("alerts");
+  const listed = new Set();
+  function item(alert) {
+    const item = document.createElement("li");
+    const title = document.createElement("strong");
+    title.textContent = alert.title;
+    const at = document.createElement("small");
+    at.textContent = alert.at;
+    const details = document.createElement("small");
+    details.textContent = alert.details;
+    item.append(title, document.createElement("br"), at, document.createElement("br"), details);
+    listed.add(alert.id);
+    return item;
+  }
   if ("Notification" in window && Notification.permission === "default") {
     allow.hidden = false;
     allow.onclick = () => Notification.requestPermission().then(() => { allow.hidden = true; });
   }
-  const source = new EventSource("/alerts/stream?token=" + encodeURIComponent(token));
+  fetch("/alerts/recent?token=" + token).then((response) => response.ok ? response.json() : [])
+    .then((alerts) => {
+      for (const alert of alerts) { if (!listed.has(alert.id)) list.append(item(alert)); }
+    });
+  const source = new EventSource("/alerts/stream?token=" + token);
   source.onopen = () => { state.textContent = "Keep this tab open: new alerts appear here."; };
   source.onerror = () => { state.textContent = "Reconnecting…"; };
   source.addEventListener("alert", (event) => {
     const alert = JSON.parse(event.data);
-    const item = document.createElement("li");
-    const title = document.createElement("strong");
-    title.textContent = alert.title;
-    const details = document.createElement("small");
-    details.textContent = alert.details;
-    item.append(title, document.createElement("br"), details);
-    list.prepend(item);
+    if (!listed.has(alert.id)) list.prepend(item(alert));
     if ("Notification" in window && Notification.permission === "granted") {
       new Notification(alert.title, { body: alert.details, tag: event.lastEventId });
     }

@@ -69,6 +69,8 @@ class ImportReport:
     bad_rows: list[BadRow]
     dry_run: bool
     row_label: Literal["line", "record"] = "line"  # what BadRow.line counts
+    # Endusers written with no company: no company column, and no company has their domain.
+    without_company: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         skipped = len(self.bad_rows)
@@ -77,6 +79,13 @@ class ImportReport:
             f"{self.unchanged} unchanged, {skipped} bad {'row' if skipped == 1 else 'rows'} skipped"
         ]
         lines += [f"{self.row_label} {bad.line}: {bad.reason}" for bad in self.bad_rows]
+        if missing := len(self.without_company):
+            shown = ", ".join(self.without_company[:3]) + (", …" if missing > 3 else "")
+            lines.append(
+                f"{missing} {'enduser has' if missing == 1 else 'endusers have'} no company, "
+                f"as no company has the domain of their email ({shown}): import the companies "
+                "first, or name each one's company in a company column"
+            )
         if self.dry_run:
             lines.append("dry run: nothing was written")
         return "\n".join(lines)
@@ -725,6 +734,7 @@ def import_file(
         with _transaction(engine, dry_run) as connection:
             writes, unmatched = _import_endusers(connection, enduser_rows, now)
             _write(connection, endusers, writes)
+    written = writes.inserts + writes.updates if kind == "endusers" else []
     return ImportReport(
         kind=kind,
         created=len(writes.inserts),
@@ -733,6 +743,7 @@ def import_file(
         bad_rows=sorted(bad + unmatched, key=lambda b: b.line),
         dry_run=dry_run,
         row_label=source.row_label,
+        without_company=[w["email"] for w in written if w["company_id"] is None],
     )
 
 

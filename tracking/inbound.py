@@ -21,6 +21,9 @@ from typing import Literal
 
 import flufl.bounce
 
+# Private, but flufl.bounce exports only functions that run every detector, LLNL's too.
+from flufl.bounce._detectors.simplematch import SimpleMatch
+
 Kind = Literal["reply", "auto_reply", "bounce", "internal", "unrelated"]
 # A message that names none of ours: a reply only if the provider files it in one of our threads.
 UNLINKED = "no In-Reply-To or References"
@@ -77,7 +80,9 @@ QUOTE_START = re.compile(
     r")",
     re.MULTILINE | re.IGNORECASE,
 )
-DSN_STATUS = re.compile(r"\s*([245])\.\d{1,3}\.\d{1,3}")
+# An RFC 3463 status (5.1.1) or, from older MTAs, a bare SMTP reply code (553).
+DSN_STATUS = re.compile(r"\s*([245])(?:\.\d{1,3}\.\d{1,3}|\d\d)\b")
+FAILED_ACTIONS = ("fail", "error")  # "failed" (RFC 3464), "failure", opensmtpd's "error"
 ANGLE_ADDRESS = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 BRACKETED_ID = re.compile(r"<([^<>]*)>")
 MESSAGE_ID_LINE = re.compile(r"^Message-ID:[ \t]*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
@@ -122,6 +127,49 @@ def _registered(registry: list[Signal]) -> Callable[[Signal], Signal]:
 
 bounce_signal = _registered(BOUNCE_SIGNALS)
 auto_reply_signal = _registered(AUTO_REPLY_SIGNALS)
+
+
+@dataclass(frozen=True)
+class Wording:
+    """A delivery failure's own words: after `intro`, each line `address` matches names a failed
+    address, until `end` (once one is found) or the end of the text part."""
+
+    name: str
+    intro: re.Pattern[str]
+    address: re.Pattern[str]
+    end: re.Pattern[str]
+
+
+def _i(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+# Shapes that flufl.bounce reads only in part: its Exchange detector stops after the first
+# recipient, its Yahoo and AOL ones want a yahoo.* or aol.com daemon, and its GroupWise one
+# skips addresses indented with a tab.
+WORDINGS = (
+    Wording(
+        "Exchange",
+        _i(r"did not reach the following recipient"),
+        _i(r"^\s*(?:SMTP=)?([^\s@;<>]+@[^\s;<>]+);? on "),
+        _i(r"^\s*-{2,}"),
+    ),
+    Wording(
+        "Yahoo",
+        _i(
+            r"unable to deliver your message to the following address"
+            r"|mail to the following recipients could not be delivered"
+        ),
+        _i(r"^\s*<?([^\s<>@]+@[^\s<>@:]+?)>?:?\s*$"),
+        _i(r"^\s*---"),
+    ),
+    Wording(
+        "GroupWise",
+        _i(r"was undeliverable to the following"),
+        _i(r"^\s*<?([^\s<>@]+@[^\s<>@]+?)>?(?:\s+\(.*\))?\s*$"),
+        _i(r"^\s*$"),
+    ),
+)
 
 
 def classify_inbound(
@@ -365,12 +413,12 @@ def _delivery_report(message: Message) -> _Report | None:
     """A delivery report (DSN, NDR, read receipt) or None. A report is a bounce only when
     delivery failed for good.
 
-    RFC 3464 fields are read here rather than by flufl.bounce, which counts `Action: failed`
-    with a 4.x.x Status (a message that expired in the queue) as permanent and skips blocks
-    that have a 5.x.x Status but no Action. Other formats go to flufl.bounce."""
+    RFC 3464 fields are read here rather than by flufl.bounce, which skips blocks that have a
+    5.x.x Status but no Action. Other formats are read by `WORDINGS`, then flufl.bounce; mail
+    that no signal marks as a report only by `WORDINGS` and flufl.bounce's "simple" phrases."""
     blocks = [b for b in _dsn_blocks(message) if "Action" in b or "Status" in b]
     if blocks:
-        failed = [b for b in blocks if _permanent(b)]
+        failed = [b for b in blocks if _failed(b)]
         return _Report(
             bounce=bool(failed),
             reason="DSN " + _describe(failed[0] if failed else blocks[0]),
@@ -380,11 +428,12 @@ def _delivery_report(message: Message) -> _Report | None:
         return _Report(bounce=False, reason="read receipt (disposition-notification)")
     gate = _first_reason(BOUNCE_SIGNALS, message)
     if gate is None:
-        return None
+        return _unmarked_failure(message)
+    if (worded := _worded_failures(message)) is not None:
+        return _Report(bounce=True, reason=gate, failed=worded[1])
     temporary, permanent = _flufl_failures(message)
     if permanent:
-        addresses = _lowered(a.decode("ascii", "replace") for a in permanent)
-        return _Report(bounce=True, reason=gate, failed=addresses)
+        return _Report(bounce=True, reason=gate, failed=_decoded_addresses(permanent))
     if temporary or DELAYED_SUBJECT.search(_header(message, "Subject")):
         return _Report(bounce=False, reason=f"{gate} (delivery delayed)")
     # Plainly a failure report whose recipients no detector can read: still a bounce.
@@ -398,11 +447,54 @@ def _report_type(message: Message) -> str:
     return (collapse_rfc2231_value(value) if isinstance(value, tuple) else value).lower()
 
 
+def _unmarked_failure(message: Message) -> _Report | None:
+    """A failure report without a daemon sender, a bounce subject or report fields, told by
+    its wording: ours, then flufl.bounce's "simple" phrases. (Its other detectors would take a
+    person's text for a bounce: LLNL's reads any ", someone@example.com," line, qmail's any
+    "<someone@example.com>:" after "Hi. This is".) A message that answers another is a
+    person's, whatever it quotes."""
+    if "In-Reply-To" in message or "References" in message:
+        return None
+    if (worded := _worded_failures(message)) is None:
+        try:
+            _temporary, permanent = SimpleMatch().process(message)
+        except Exception:  # one odd message must not stop the sync
+            return None
+        if not permanent:
+            return None
+        worded = ("simple", _decoded_addresses(permanent))
+    name, failed = worded
+    return _Report(bounce=True, reason=f"delivery failure wording ({name})", failed=failed)
+
+
 def _flufl_failures(message: Message) -> tuple[frozenset[bytes], frozenset[bytes]]:
     try:
         return flufl.bounce.all_failures(message)
     except Exception:  # flufl.bounce has logged it; one odd report must not stop the sync
         return frozenset(), frozenset()
+
+
+def _decoded_addresses(addresses: Iterable[bytes]) -> tuple[str, ...]:
+    return _lowered(a.decode("ascii", "replace") for a in addresses)
+
+
+def _worded_failures(message: Message) -> tuple[str, tuple[str, ...]] | None:
+    """The first of `WORDINGS` that names failed addresses in a text part, and those."""
+    texts = [_text(p) for p in _parts(message) if p.get_content_type() == "text/plain"]
+    for wording in WORDINGS:
+        found: list[str] = []
+        for text in texts:
+            listing = False
+            for line in text.splitlines():
+                if not listing:
+                    listing = wording.intro.search(line) is not None
+                elif (address := wording.address.match(line)) is not None:
+                    found.append(address.group(1))
+                elif found and wording.end.match(line):
+                    break
+        if found:
+            return wording.name, _lowered(found)
+    return None
 
 
 def _dsn_blocks(message: Message) -> Iterator[Message]:
@@ -411,14 +503,17 @@ def _dsn_blocks(message: Message) -> Iterator[Message]:
             yield from _subparts(part)
 
 
-def _permanent(block: Message) -> bool:
-    """Status decides (5.x.x failed, 4.x.x not yet); `Action: failed` decides without one."""
+def _failed(block: Message) -> bool:
+    """The Action decides: `failed` is given up on, whatever the Status (4.4.7 is a message
+    that expired in the queue), and `delayed`, `delivered`, `relayed` or `expanded` are not.
+    Without an Action, a 5.x.x (or 5xx) Status is a failure."""
     action = _header(block, "Action").lower()
-    if action.startswith("delayed"):
+    if action.startswith(FAILED_ACTIONS):
+        return True
+    if action:
         return False
-    if (status := DSN_STATUS.match(_header(block, "Status"))) is not None:
-        return status.group(1) == "5"
-    return action.startswith(("failed", "error"))  # opensmtpd says "error"
+    status = DSN_STATUS.match(_header(block, "Status"))
+    return status is not None and status.group(1) == "5"
 
 
 def _describe(block: Message) -> str:

@@ -45,7 +45,8 @@ class SyncReport:
         # In a fixed order: the mailbox hands messages over in an order of its own.
         kinds = [kind for kind in ("reply", "auto_reply", "bounce") if kind in self.recorded]
         counts = ", ".join(f"{self.recorded[kind]} {kind.replace('_', '-')}" for kind in kinds)
-        return f"{self.seen} messages read; recorded: {counts or 'nothing new'}"
+        read = f"{self.seen} message{'' if self.seen == 1 else 's'} read"
+        return f"{read}; recorded: {counts or 'nothing new'}"
 
 
 def record_inbound(

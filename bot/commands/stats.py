@@ -75,7 +75,7 @@ def show_stats(command: Stats, context: Context) -> Reply:
     with context.engine.connect() as connection:
         rows = stats(connection, by=command.by, since=since, raw=command.raw, sender_user_id=mine)
     scope = "everyone's emails" if mine is None else "your emails"
-    period = f" of the last {command.since_days} days" if command.since_days else ""
+    period = f" of the last {_days(command.since_days)}" if command.since_days else ""
     counted = "machines included" if command.raw else "people only; `raw` counts machines too"
     head = (
         f"Rates of {scope}{period}" + (f" by {command.by}" if command.by else "") + f" ({counted}):"
@@ -169,7 +169,7 @@ def cohort(text: str, context: Context) -> Reply:
         if spec.campaign_id is not None
         else f"template {spec.template_key}"
     )
-    period = f" in the last {spec.since_days} days" if spec.since_days else ""
+    period = f" in the last {_days(spec.since_days)}" if spec.since_days else ""
     lines = [
         f"{len(people)} {'enduser' if len(people) == 1 else 'endusers'} {kind} {what}{period}:"
     ]
@@ -202,8 +202,12 @@ def cohort_blocks(reply: Reply) -> list[Block]:
         header(f"{'Engaged with' if d['engaged'] else 'Did not engage with'} {what}"),
         section(
             f"*{n}* {'enduser' if n == 1 else 'endusers'}"
-            + (f" in the last {since} days" if since else "")
+            + (f" in the last {_days(since)}" if since else "")
         ),
         *rows(people, person),
         note(f"`/beacon send &lt;template&gt; to {words}` sends to them."),
     ]
+
+
+def _days(n: int) -> str:
+    return "day" if n == 1 else f"{n} days"

@@ -54,7 +54,7 @@ def test_app_home_shows_my_campaigns_alerts_digest_and_mailbox(
     home = until(lambda: views.published.get(UBOSS), "App Home")[-1]
     shown = json.dumps(home)
     assert home["type"] == "home"
-    assert "#1 webinar" in shown and "1 emails" in shown
+    assert "#1 webinar" in shown and "1 email " in shown and "1 emails" not in shown
     assert "when someone replies to one of your emails, by email" in shown
     assert "daily at 08:30" in shown and "the embedded Maildir" in shown
     # A retry of the same event publishes nothing more.

@@ -25,6 +25,7 @@ def test_the_demo_plays_the_whole_loop_offline() -> None:
     assert "recorded: 1 reply, 1 auto-reply, 1 bounce" in output
     assert "2 endusers have not opened campaign #1 (outage)" in output  # Marc bounced
     assert "1 email was sent without that tracking" in output
+    assert lines[-1] == "\nThe demo's folder is removed now: `mailbeacon demo --keep` keeps it."
     # The sender hears of the two people who opened (Lee, and Priya through Gmail's proxy) and
     # of Lee's reply; not of the scanner, Apple MPP, the out-of-office answer or the bounce.
     alerts = [line.split(": ", 1)[1] for line in lines if line.startswith("   - to you@")]
@@ -55,14 +56,14 @@ def test_import_reports_good_and_bad_rows(
     people = tmp_path / "endusers.csv"
     people.write_text("email,name\nann@a.example,Ann\nnot-an-email,Bob\n")
     assert main(["import", str(EXAMPLES / "companies.csv")]) == 0
-    assert main(["import", str(people), "--dry-run"]) == 0
+    assert main(["import", str(people), "--dry-run"]) == 1  # a bad row: exit 1
     out = capsys.readouterr().out
     assert "line 3" in out and "not-an-email" in out
     assert main(["status"]) == 0
-    assert "endusers: 0" in capsys.readouterr().out  # the dry run stored nothing
-    assert main(["import", str(people)]) == 0
+    assert "endusers:  0" in capsys.readouterr().out  # the dry run stored nothing
+    assert main(["import", str(people)]) == 1
     assert main(["status"]) == 0
-    assert "endusers: 1" in capsys.readouterr().out
+    assert "endusers:  1" in capsys.readouterr().out  # the good row is in
 
 
 def test_importing_a_file_that_is_not_there_says_so(

@@ -1,5 +1,6 @@
 """Desktop alerts through the /alerts page's event stream, on SQLite and PostgreSQL: each page
-gets what it has not shown, a reconnecting page what it missed, and only with a valid token."""
+gets what it has not shown, a reconnecting page what it missed, the last alerts as its history,
+and only with a valid token."""
 
 from __future__ import annotations
 
@@ -8,21 +9,23 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from mailbeacon.serve import (
     GRACEFUL_SHUTDOWN_SECONDS,
     free_port,
 )
 from notifier.channels import EmailChannel
-from notifier.desktop import event_id
+from notifier.desktop import event_id, recent_alerts
 from notifier.dispatcher import deliver
 from outreach.maildir import MaildirMailbox
-from store.schema import deliveries, users
+from store.schema import deliveries, emails, endusers, events, users
 from tests.conftest import settings_for
 from tests.notifier.conftest import Desk
 from tracking.tokens import TokenSigner
@@ -115,3 +118,47 @@ def test_an_open_page_does_not_keep_the_server_from_stopping(
     finally:
         server.kill()
         server.wait()
+
+
+STRANGER = '<img src=x onerror="alert(1)">'
+
+
+def test_the_page_lists_the_last_alerts_newest_first_in_the_users_time_zone(desk: Desk) -> None:
+    with desk.engine.begin() as connection:
+        ann = connection.execute(
+            endusers.insert().values(email="ann@c.example", name=STRANGER).returning(endusers.c.id)
+        ).scalar_one()
+        connection.execute(update(emails).values(enduser_id=ann))
+        connection.execute(update(users).values(timezone="Asia/Kolkata"))
+    desk.open_and_dispatch()
+    with httpx.Client(timeout=10) as client:
+        [(shown, _)] = desk.read(client, 1)  # taken by a tab: still in the history
+        desk.open_and_dispatch()
+        recent = client.get(f"{desk.base}/alerts/recent?token={desk.token}")
+        forged = client.get(f"{desk.base}/alerts/recent?token={desk.token[:-2]}AA")
+        page = client.get(f"{desk.base}/alerts?token={desk.token}")
+    assert forged.status_code == 404 and "not valid" in forged.text
+    assert recent.status_code == 200
+    newest, older = recent.json()
+    assert older["id"] == int(shown) < newest["id"]
+    with desk.engine.connect() as connection:
+        campaign = connection.scalar(select(emails.c.campaign_id))
+        first_at = connection.scalar(select(events.c.at).order_by(events.c.id))
+    assert first_at is not None and campaign is not None
+    local = first_at.replace(tzinfo=UTC).astimezone(ZoneInfo("Asia/Kolkata"))
+    assert older["at"] == f"{local:%Y-%m-%d %H:%M} IST"
+    assert older["title"] == f"{STRANGER} opened “Renewal”"
+    assert older["campaign"] == campaign and f"campaign #{campaign}" in older["details"]
+    # The page writes every text with textContent, never as HTML.
+    assert 'fetch("/alerts/recent?token="' in page.text and "innerHTML" not in page.text
+
+
+def test_the_history_is_the_last_alerts_only(desk: Desk) -> None:
+    for _ in range(3):
+        desk.open_and_dispatch()
+    with desk.engine.connect() as connection:
+        maria = connection.scalar(select(users.c.id))
+        newest = connection.scalar(select(deliveries.c.id).order_by(deliveries.c.id.desc()))
+    assert maria is not None
+    assert [alert["id"] for alert in recent_alerts(desk.engine, maria, limit=1)] == [newest]
+    assert len(recent_alerts(desk.engine, maria)) == 3

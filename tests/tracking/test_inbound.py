@@ -489,11 +489,31 @@ Will-Retry-Until: Wed,  5 Nov 2025 10:14:01 +0100 (CET)"""
         # Only the permanent failures are the bounce's.
         ((DELAYED, FAILED), "bounce", "DSN Action: failed 5.1.1", ("raj.patel@initech.example",)),
         ((DELAYED,), "unrelated", "DSN Action: delayed 4.4.1", ()),
-        # A 4.x.x status is no permanent failure, even when the queue gave up on it.
+        # The queue gave up: a 4.x.x status, but the message will never be delivered.
         (
             ("Final-Recipient: rfc822; ops@slow-mx.example\nAction: failed\nStatus: 4.4.7",),
-            "unrelated",
+            "bounce",
             "DSN Action: failed 4.4.7",
+            ("ops@slow-mx.example",),
+        ),
+        # Older MTAs: "failure" and a bare SMTP reply code.
+        (
+            ("Final-Recipient: rfc822; ops@slow-mx.example\nAction: failure\nStatus: 553",),
+            "bounce",
+            "DSN Action: failure 553",
+            ("ops@slow-mx.example",),
+        ),
+        (
+            ("Final-Recipient: rfc822; ops@slow-mx.example\nStatus: 553 mailbox name not allowed",),
+            "bounce",
+            "DSN Action: none 553",
+            ("ops@slow-mx.example",),
+        ),
+        # A 5.x.x status on a message still being tried is no failure yet.
+        (
+            ("Final-Recipient: rfc822; ops@slow-mx.example\nAction: delayed\nStatus: 5.4.7",),
+            "unrelated",
+            "DSN Action: delayed 5.4.7",
             (),
         ),
         # A 5.x.x status without an Action (flufl.bounce would skip it).
@@ -598,6 +618,76 @@ def test_addresses_in_a_persons_text_are_no_bounce() -> None:
     # Asked about any message, flufl.bounce's LLNL heuristic reads this as a bounce.
     message = reply(body="Thanks! I asked our CFO, maria.lopez@initech.example, to sign today.\n")
     assert classify(message).kind == "reply"
+
+
+SIMPLE_FAILURE = """\
+Delivery to the following recipient failed permanently:
+
+     raj.patel@initech.example
+
+Technical details of permanent failure:
+550 5.1.1 The email account that you tried to reach does not exist.
+
+----- Original message -----
+
+Subject: Your Q4 renewal
+"""
+EXCHANGE_FAILURE = """\
+Your message
+
+  To:      Raj Patel
+  Subject: Your Q4 renewal
+  Sent:    Mon, 3 Nov 2025 10:14:01 +0100
+
+did not reach the following recipient(s):
+
+raj.patel@initech.example on Mon, 3 Nov 2025 10:14:05 +0100
+    The recipient name is not recognized
+    The MTS-ID of the original message is: c=DE;a= ;p=Initech;l=MAIL010251103091405
+    MSEXCH:IMS:Initech:EU:MAIL01 0 (000C05A6) Unknown Recipient
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (SIMPLE_FAILURE, "delivery failure wording (simple)"),
+        (EXCHANGE_FAILURE, "delivery failure wording (Exchange)"),
+    ],
+)
+def test_a_failure_report_no_signal_marks_is_read_by_its_wording(body: str, reason: str) -> None:
+    # No daemon sender, no bounce subject, and Precedence: bulk, which alone is an auto-reply.
+    message = reply(
+        "Precedence: bulk",
+        subject="Message could not be delivered",
+        sender="Mail Gateway <mailgw@relay.initech.example>",
+        answering=False,
+        body=body,
+    )
+    inbound = classify(message)
+    assert (inbound.kind, inbound.reason) == ("bounce", reason)
+    assert inbound.failed_recipients == ("raj.patel@initech.example",)
+
+
+@pytest.mark.parametrize("body", [SIMPLE_FAILURE, EXCHANGE_FAILURE])
+def test_a_person_quoting_a_failure_report_is_no_bounce(body: str) -> None:
+    text = "Raj left us in October, please write to me instead.\n\n" + body
+    assert classify(reply(body=text)).kind == "reply"
+
+
+def test_a_yahoo_shaped_failure_from_any_daemon_lists_its_addresses() -> None:
+    message = reply(
+        subject="Failure Notice",
+        sender="MAILER-DAEMON@mta1042.mail.aol.example",
+        answering=False,
+        body="Sorry, we were unable to deliver your message to the following address.\n\n"
+        "<raj.patel@initech.example>:\n"
+        "554: delivery error: dd This user doesn't have an account - mta1042.mail\n\n"
+        "--- Below this line is a copy of the message.\n\n"
+        "To: <someone.else@initech.example>\n",
+    )
+    inbound = classify(message)
+    assert (inbound.kind, inbound.failed_recipients) == ("bounce", ("raj.patel@initech.example",))
 
 
 # --- Crediting -------------------------------------------------------------------------------
