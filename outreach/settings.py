@@ -8,7 +8,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class OutreachSettings:
     # Template files (Markdown or HTML with a YAML front matter), loaded at start.
-    templates_dir: str = "examples/templates"
+    # Your own templates; `mailbeacon init` creates the folder with one example. The shipped
+    # config.yaml points at the repository's examples instead.
+    templates_dir: str = "templates"
     # The embedded default mailbox: sent mail goes to <maildir>/.Sent. Empty: <data_dir>/Maildir.
     maildir: str = ""
     # A send-out to more endusers than this needs an admin.

@@ -559,7 +559,7 @@ class _Compiled:
     template: TemplateFile
     subject: Template
     body: Template
-    text: Template | None  # Markdown: the body without Markdown escapes, as the plain-text part
+    markdown: bool  # the body is Markdown, made into HTML after rendering
 
 
 def check(template: TemplateFile) -> None:
@@ -577,7 +577,7 @@ def _compile(template: TemplateFile) -> _Compiled:
             template=template,
             subject=_compile_part(template, "subject", _PLAIN),
             body=_compile_part(template, "body", _MARKDOWN if markdown else _HTML),
-            text=_compile_part(template, "body", _PLAIN) if markdown else None,
+            markdown=markdown,
         )
 
 
@@ -628,11 +628,12 @@ def _render(compiled: _Compiled, context: Mapping[str, Any], recipient: str | No
     with _time_limit(MAX_RENDER_SECONDS, "rendering"):
         subject = " ".join(_run(compiled, "subject", compiled.subject, data, recipient).split())
         body = _run(compiled, "body", compiled.body, data, recipient)
-        if compiled.text is None:
+        if not compiled.markdown:
             return Rendered(subject, body, html_to_text(body))
         html = f"<!doctype html>\n<html><body>\n{_MARKDOWN_IT.render(body)}</body></html>\n"
-        text = _run(compiled, "body", compiled.text, data, recipient)
-        return Rendered(subject, html, text.lstrip("\n").rstrip() + "\n")
+        # The text part is read, not parsed: made from the HTML, with each link written out
+        # (so that instrumentation tracks it), not the raw Markdown.
+        return Rendered(subject, html, html_to_text(html))
 
 
 def _run(

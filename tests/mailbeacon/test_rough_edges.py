@@ -33,11 +33,11 @@ def test_a_missing_templates_folder_is_one_line_and_init_creates_it(
     assert main(["cmd", "help", *ME]) == 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"mailbeacon: no templates folder at {elsewhere}/examples/templates: ")
+    assert err.startswith(f"mailbeacon: no templates folder at {elsewhere}/templates: ")
     assert "`mailbeacon init` creates it" in err
 
     assert main(["init"]) == 0
-    folder = elsewhere / "examples" / "templates"  # where outreach.templates_dir points
+    folder = elsewhere / "templates"  # where outreach.templates_dir points by default
     assert f"templates: {folder} (created, with the example welcome.md)" in capsys.readouterr().out
     assert main(["cmd", "templates", *ME]) == 0
     output = capsys.readouterr()

@@ -32,6 +32,8 @@ from outreach.templates import (
     sync_templates,
 )
 from store.schema import templates
+from tracking.instrument import TrackingFlags, instrument
+from tracking.tokens import TokenSigner
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
 
@@ -152,7 +154,8 @@ def test_markdown_shows_outside_data_literally_in_html_and_as_is_in_text(
         '<p><strong>Thanks</strong> from <a href="https://yourcompany.example">us</a>.</p>\n'
         "</body></html>\n"
     )
-    assert rendered.text == f"Hi {value},\n\n**Thanks** from [us](https://yourcompany.example).\n"
+    # The text part is for reading: no Markdown marks, each link written out (to be tracked).
+    assert rendered.text == f"Hi {value},\n\nThanks from us (https://yourcompany.example).\n"
 
 
 @pytest.mark.parametrize(
@@ -515,3 +518,22 @@ def test_a_missing_folder_is_named() -> None:
 )
 def test_the_sync_summary(report: SyncReport, summary: str) -> None:
     assert report.summary() == summary
+
+
+def test_the_text_part_of_a_markdown_email_is_readable_and_its_links_are_tracked() -> None:
+    body = "Hi,\n\n[Save your seat](https://yourcompany.example/webinar) or *reply*.\n"
+    rendered = render(template(body), with_enduser(name="Ann"))
+    assert (
+        rendered.text == "Hi,\n\nSave your seat (https://yourcompany.example/webinar) or reply.\n"
+    )
+    tracked = instrument(
+        rendered.html,
+        rendered.text,
+        email_id=7,
+        flags=TrackingFlags(opens=True, clicks=True),
+        signer=TokenSigner(["k" * 32]),
+        base_url="https://t.example",
+        honeypot=False,
+    )
+    assert "https://yourcompany.example/webinar" not in tracked.text
+    assert "Save your seat (https://t.example/t/c/" in tracked.text
