@@ -304,10 +304,3 @@ def list_jobs(connection: Connection, owner_user_id: int, limit: int = 20) -> li
         .limit(limit)
     )
     return list(connection.execute(query))
-
-
-def load_kinds() -> None:
-    """The built-in kinds live beside the commands that start them."""
-    from bot.registry import all_commands
-
-    all_commands()

@@ -1,7 +1,8 @@
 """`/beacon` in Slack: slack-bolt's AsyncApp over the same command registry as `mailbeacon cmd`.
-Every request is signature-checked by bolt and acknowledged at once; the command runs after
-the ack, and its answer comes back as Block Kit through the response URL. A retried request
-has one effect, and a preview's buttons work once, for the person who asked."""
+Every request is acknowledged at once (over HTTP bolt first checks its signature; in Socket
+Mode it comes over the authenticated socket); the command runs after the ack, and its answer
+comes back as Block Kit through the response URL. A retried request has one effect, and a
+preview's buttons work once, for the person who asked."""
 
 from __future__ import annotations
 
@@ -273,7 +274,3 @@ def failure(message: str, usage: str = "") -> Message:
     if usage:
         blocks.append(context(f"usage: `{escape(usage)}`"))
     return {"response_type": "ephemeral", "text": escape(message), "blocks": blocks}
-
-
-def message_for(name: str, reply: Reply) -> Message:
-    return {"text": escape(reply.text)[:3000], "blocks": blocks_for(name, reply)}
