@@ -4,6 +4,7 @@ member, a Maildir mailbox; commands run as `/beacon` runs them, and a worker run
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -147,27 +148,32 @@ class Slack:
 
 @pytest.fixture
 def slack(team: Team) -> Iterator[Slack]:
-    with FakeSlack(
-        members={
-            BOSS: UBOSS,
-            MEMBER: UMEMBER,
-            "newcomer@us.example": UNEW,
-            "someone@elsewhere.example": USTRANGER,
-        }
-    ) as fake:
-        team.settings = replace(
-            team.settings,
-            internal_domains=["us.example"],
-            slack=replace(
-                team.settings.slack,
-                bot_token=BOT_TOKEN,
-                signing_secret=SIGNING_SECRET,
-                api_url=fake.url,
-            ),
-        )
-        port = free_port()
-        config = uvicorn_config(
-            team.settings, team.engine, "127.0.0.1", port, "warning", run_jobs=False
-        )
-        with running_in_thread(config):
-            yield Slack(team, fake, f"http://127.0.0.1:{port}")
+    with (
+        FakeSlack(
+            members={
+                BOSS: UBOSS,
+                MEMBER: UMEMBER,
+                "newcomer@us.example": UNEW,
+                "someone@elsewhere.example": USTRANGER,
+            }
+        ) as fake,
+        serving(team, fake, signing_secret=SIGNING_SECRET) as slack,
+    ):
+        yield slack
+
+
+@contextlib.contextmanager
+def serving(team: Team, fake: FakeSlack, **slack: str) -> Iterator[Slack]:
+    """The team's server with Slack on (the bot token and these `slack.*` keys), talking to
+    `fake`; the team's settings become the server's."""
+    team.settings = replace(
+        team.settings,
+        internal_domains=["us.example"],
+        slack=replace(team.settings.slack, bot_token=BOT_TOKEN, api_url=fake.url, **slack),
+    )
+    port = free_port()
+    config = uvicorn_config(
+        team.settings, team.engine, "127.0.0.1", port, "warning", run_jobs=False
+    )
+    with running_in_thread(config):
+        yield Slack(team, fake, f"http://127.0.0.1:{port}")

@@ -7,37 +7,23 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import httpx
 import pytest
 
-from mailbeacon.serve import free_port, running_in_thread, uvicorn_config
 from mailbeacon.settings import Settings, SlackSettings
 from mailbeacon.slackbot import slack_state
 from tests.bot.conftest import BOSS, UBOSS, Slack, Team
+from tests.bot.conftest import serving as slack_serving
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, FakeSlack, command_body, signed
 from tests.fakes.slack_socket import FakeSocketMode
 
 
-@contextlib.contextmanager
-def serving(team: Team, fake: FakeSlack, app_token: str = APP_TOKEN) -> Iterator[Slack]:
+def serving(
+    team: Team, fake: FakeSlack, app_token: str = APP_TOKEN
+) -> contextlib.AbstractContextManager[Slack]:
     """The team's server in Socket Mode: an app token, and no signing secret."""
-    settings = replace(
-        team.settings,
-        internal_domains=["us.example"],
-        slack=replace(
-            team.settings.slack,
-            bot_token=BOT_TOKEN,
-            app_token=app_token,
-            signing_secret="",
-            api_url=fake.url,
-        ),
-    )
-    port = free_port()
-    config = uvicorn_config(settings, team.engine, "127.0.0.1", port, "warning", run_jobs=False)
-    with running_in_thread(config):
-        yield Slack(team, fake, f"http://127.0.0.1:{port}")
+    return slack_serving(team, fake, app_token=app_token, signing_secret="")
 
 
 @pytest.fixture

@@ -127,6 +127,15 @@ def test_cmd_runs_what_slash_beacon_runs(
         (["cmd", "sned", "--as", "you@yourcompany.example"], "`sned` is not a command"),
         (["cmd", "help", "--as", "who@else.example"], "who@else.example is not an internal user"),
         (["cmd", "send outage to role =", "--as", "you@yourcompany.example"], "in the audience"),
+        (  # a limit, refused with its message (not a RecursionError)
+            [
+                "cmd",
+                f"send outage to {'(' * 900}role = 'x'{')' * 900}",
+                "--as",
+                "you@yourcompany.example",
+            ],
+            "nested more than 32 deep",
+        ),
     ],
 )
 def test_cmd_mistakes_are_clear_and_exit_1(
