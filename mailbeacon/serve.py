@@ -1,4 +1,4 @@
-"""`mailbeacon serve`: the app under uvicorn; the recorder is flushed on shutdown."""
+"""`mailbeacon serve`: the app under uvicorn; the hit journal is synced on shutdown."""
 
 from __future__ import annotations
 
@@ -90,9 +90,10 @@ def uvicorn_config(
     log_level: str = "info",
     *,
     run_jobs: bool = True,
+    load_hits: bool = True,
 ) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(settings, engine, run_jobs=run_jobs),
+        create_app(settings, engine, run_jobs=run_jobs, load_hits=load_hits),
         host=host,
         port=port,
         proxy_headers=True,
@@ -119,7 +120,7 @@ def serve(settings: Settings, engine: Engine, role: Role = "all") -> int:
     if role == "worker":
         return asyncio.run(_work(settings, engine))
     host, port = settings.server.host, settings.server.port
-    # The event loop and the recorder's writer thread hand the interpreter lock over every
+    # The event loop and the journal's writer thread hand the interpreter lock over every
     # 1 ms instead of 5 ms: bench/tracking.py measured +17% hits/s and half the p99.
     sys.setswitchinterval(0.001)
     print(f"mailbeacon: serving on http://{host}:{port} (tracking at {settings.tracking.base_url})")

@@ -1,4 +1,5 @@
-"""The one Starlette app: tracking endpoints and health, with the recorder in its lifespan."""
+"""The one Starlette app: tracking endpoints and health, with the hit journal and its loader in
+its lifespan."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import contextlib
 import html
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, select, text
@@ -16,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from mailbeacon.loading import LoaderProcess
 from mailbeacon.settings import Settings
 from mailbeacon.slackbot import slack_bot, slack_routes, socket_mode
-from mailbeacon.worker import start_jobs
+from mailbeacon.worker import Jobs, start_jobs
 from notifier.desktop import desktop_routes
 from outreach.accounts import save_mailbox
 from outreach.oauth import (
@@ -40,19 +43,13 @@ from store.clock import Clock, utcnow
 from store.crypto import CredentialCipher
 from store.engine import make_engine
 from store.schema import users
-from tracking.classify import Rules, parse_networks
-from tracking.recorder import Recorder
+from tracking.destinations import Destinations
+from tracking.journal import Journal
+from tracking.loader import backlog
 from tracking.routes import ASGIApp, TrackingEndpoints
 from tracking.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
-
-
-def tracking_rules(settings: Settings) -> Rules:
-    return Rules(
-        machine_after_send=timedelta(seconds=settings.tracking.machine_after_send_seconds),
-        internal_networks=parse_networks(settings.tracking.internal_networks),
-    )
 
 
 def create_app(
@@ -61,46 +58,63 @@ def create_app(
     clock: Clock = utcnow,
     *,
     run_jobs: bool = True,
+    load_hits: bool = True,
 ) -> ASGIApp:
+    """`load_hits` off: no loader process is started (tests load the journal themselves)."""
     engine = engine or make_engine(settings.database)
-    recorder = Recorder(engine, settings.tracking, tracking_rules(settings))
+    folder = Path(settings.tracking.journal_dir)
+    journal = Journal(folder) if settings.tracking.enabled else None
     bot = slack_bot(settings, engine)
     # In every serving process, with jobs or not (`--role web` too): see SocketMode.
     socket = socket_mode(settings, bot)
+    jobs: Jobs | None = None
+
+    def loaded(newest: datetime) -> None:
+        if jobs is not None:
+            jobs.alerts_due(newest)  # its alerts, once it has settled
+
+    loader = LoaderProcess(settings, loaded) if load_hits else None
 
     async def healthz(request: Request) -> JSONResponse:
-        def ping() -> None:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-
-        try:
-            # Another process may hold the database's lock for long: a load balancer wants
-            # its answer within 2 s, so an unanswered check counts as a failed one.
-            await asyncio.wait_for(asyncio.to_thread(ping), timeout=1.5)
-        except TimeoutError:
-            log.warning("health check: the database did not answer within 1.5 s")
-            return JSONResponse({"status": "error", "database": "busy"}, status_code=503)
-        except Exception:
-            log.exception("health check: the database does not answer")
-            return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
-        return JSONResponse(
-            {"status": "ok", "hits_committed": recorder.rows, "commits": recorder.batches}
-        )
+        """Green while hits can be journaled, also with the database away: they wait in the
+        journal (its backlog is shown), and are loaded once it is back."""
+        waiting = await asyncio.to_thread(backlog, folder)
+        answer = {
+            "status": "ok",
+            "database": await _database_state(engine),
+            "journal": {
+                "hits_journaled": journal.hits if journal else 0,
+                "backlog_files": waiting.files,
+                "backlog_hits": waiting.hits,
+                "oldest": waiting.oldest.isoformat() if waiting.oldest else None,
+                "loader_error": waiting.error,
+            },
+        }
+        if journal is not None and journal.failing:
+            answer |= {"status": "error", "error": f"hits cannot be journaled: {journal.failing}"}
+            return JSONResponse(answer, status_code=503)
+        return JSONResponse(answer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        recorder.start()
-        jobs = start_jobs(settings, engine) if run_jobs else None
-        if socket is not None:
-            socket.start()
-        try:
-            yield
-        finally:
+        nonlocal jobs
+        # Stopped in the reverse order, each whatever the others do: the journal is synced
+        # even when the database is away and the jobs cannot hand their lease on.
+        async with contextlib.AsyncExitStack() as started:
+            if loader is not None:
+                loader.start()
+                started.push_async_callback(loader.stop)
+            if journal is not None:
+                journal.start()
+                started.push_async_callback(journal.stop)
+            if run_jobs:
+                jobs = start_jobs(settings, engine)
+                started.push_async_callback(jobs.stop)
             if socket is not None:
-                await socket.stop()  # first: no new requests while the rest winds down
-            if jobs is not None:
-                await jobs.stop()
-            await recorder.stop()
+                socket.start()
+                # First: no new requests while the rest winds down.
+                started.push_async_callback(socket.stop)
+            yield
 
     def sign_in_link(request: Request) -> Response:
         # A plain def: Starlette runs it in a thread, as Microsoft's sign-in URL is network I/O.
@@ -113,7 +127,15 @@ def create_app(
     signer = TokenSigner(settings.tracking.signing_keys)
     secure = settings.tracking.base_url.startswith("https://")
     app = Starlette(lifespan=lifespan)
-    endpoints = TrackingEndpoints(app, recorder, signer, clock, secure_cookies=secure)
+    endpoints = TrackingEndpoints(
+        app,
+        journal,
+        Destinations(engine),
+        signer,
+        clock,
+        secure_cookies=secure,
+        anonymize_ip=settings.tracking.anonymize_ip,
+    )
     app.router.routes.extend(
         [
             *endpoints.routes(),
@@ -126,6 +148,23 @@ def create_app(
     if bot is not None:
         app.router.routes.extend(slack_routes(bot))
     return endpoints
+
+
+async def _database_state(engine: Engine) -> str:
+    def ping() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    try:
+        # Another process may hold the database's lock for long: a load balancer wants its
+        # answer within 2 s.
+        await asyncio.wait_for(asyncio.to_thread(ping), timeout=1.5)
+    except TimeoutError:
+        return "busy"
+    except Exception as exc:
+        log.warning("health check: the database does not answer: %s", exc)
+        return "unreachable"
+    return "ok"
 
 
 def _open_sign_in(settings: Settings, engine: Engine, clock: Clock, request: Request) -> Response:

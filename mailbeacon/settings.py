@@ -270,8 +270,8 @@ def _complete(settings: Settings, base: Path) -> Settings:
         tracking = dataclasses.replace(tracking, base_url=f"http://{host}:{settings.server.port}")
     elif not tracking.base_url.startswith(("http://", "https://")):
         raise _expected("tracking.base_url", tracking.base_url, "an http:// or https:// URL")
-    if not 1 <= tracking.batch_max_rows <= 10_000:
-        raise _expected("tracking.batch_max_rows", tracking.batch_max_rows, "1 to 10000")
+    journal = Path(tracking.journal_dir) if tracking.journal_dir else data / "journal"
+    tracking = dataclasses.replace(tracking, journal_dir=str(base / journal))
     if not re.fullmatch(r"/[a-z0-9_-]{1,31}", settings.slack.command):
         raise _expected(
             "slack.command",

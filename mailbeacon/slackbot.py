@@ -130,7 +130,7 @@ class SocketMode:
         except TimeoutError:
             log.warning("slack: the Socket Mode connection did not close in time; cut")
             await self._handler.client.aiohttp_client_session.close()
-        except Exception:  # shutdown goes on: the recorder still has hits to flush
+        except Exception:  # shutdown goes on: the journal still has hits to sync
             log.exception("slack: closing the Socket Mode connection failed")
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
+from apscheduler.job import Job as APSchedulerJob
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, select, update
 
@@ -22,7 +23,7 @@ from mailbeacon.settings import Settings
 from mailbeacon.slackbot import slack_reports
 from notifier.channels import Channel
 from notifier.digests import send_due_digests
-from notifier.dispatcher import DeliveryReport, deliver, dispatch
+from notifier.dispatcher import SETTLE, DeliveryReport, deliver, dispatch
 from outreach.accounts import credential_keeper, open_mailbox
 from outreach.mailbox import MailboxError
 from outreach.maildir import MaildirMailbox
@@ -133,10 +134,41 @@ class Worker:
             release_lease(connection, WORKER_LEASE, self.owner)
 
 
+# A wake comes this long after its hits settle, and serves every hit settling this close to it.
+WAKE_MARGIN = timedelta(milliseconds=100)
+
+
 class Jobs:
-    def __init__(self, scheduler: AsyncIOScheduler, worker: Worker) -> None:
+    def __init__(
+        self, scheduler: AsyncIOScheduler, worker: Worker, alerts: APSchedulerJob | None
+    ) -> None:
         self.scheduler = scheduler
         self.worker = worker
+        self.alerts = alerts
+        self._wakes: list[datetime] = []  # when loaded hits settle, soonest first
+
+    def alerts_due(self, newest: datetime) -> None:
+        """Hits up to `newest` are in the database: run the alerts round as soon as they have
+        settled, rather than at its next turn."""
+        due = newest + SETTLE + WAKE_MARGIN
+        if self.alerts is None or (self._wakes and due - self._wakes[-1] < WAKE_MARGIN):
+            return  # one wake serves the hits that settle within the margin of each other
+        self._wakes.append(due)
+        self._next_wake()
+
+    def alerts_ran(self, started: datetime) -> None:
+        """Called from the alerts round's thread: what it served is done."""
+        self._wakes = [due for due in self._wakes if due > started]
+        self.scheduler._eventloop.call_soon_threadsafe(self._next_wake)
+
+    def _next_wake(self) -> None:
+        job = self.alerts
+        if job is None or not self._wakes:
+            return
+        # Not in the past: the scheduler would call that run missed, and skip it.
+        soonest = max(self._wakes[0], datetime.now(UTC))
+        if job.next_run_time is None or soonest < job.next_run_time:
+            job.modify(next_run_time=soonest)
 
     async def stop(self) -> None:
         """Stop scheduling, stop running jobs at their next step (they are queued again), and
@@ -170,29 +202,20 @@ def run_jobs(
 
 def start_jobs(settings: Settings, engine: Engine) -> Jobs:
     """Jobs every second; reply sync every tracking.reply_sync_seconds, alerts every
-    notifier.dispatch_seconds and digests every minute (when alerts are on), each one round at
-    a time, starting now, and only while this process is the active worker."""
+    notifier.dispatch_seconds (and as soon as loaded hits settle) and digests every minute (when
+    alerts are on), each one round at a time, starting now, and only while this process is the
+    active worker."""
     alerts_on = settings.notifier.dispatch_seconds > 0
     # Built once: the Slack channel remembers the members it looked up, and the reports the
     # progress messages they keep up to date.
     channels = alert_channels(settings, engine)
     reports = slack_reports(settings)
-    rounds: list[tuple[Callable[[], object], float]] = [
-        (lambda: _log_sync(sync_replies(settings, engine)), settings.tracking.reply_sync_seconds),
-        (lambda: _log_alerts(send_alerts(engine, channels)), settings.notifier.dispatch_seconds),
-        (lambda: send_due_digests(engine, channels), DIGEST_CHECK_SECONDS if alerts_on else 0),
-    ]
-    rounds = [(work, seconds) for work, seconds in rounds if seconds > 0]
     worker = Worker(engine)
     worker.renew()
     scheduler = AsyncIOScheduler(timezone=UTC)
 
-    async def renew() -> None:
-        await asyncio.to_thread(worker.renew)
-
-    scheduler.add_job(renew, "interval", seconds=RENEW_SECONDS, max_instances=1)
-    for work, seconds in rounds:
-        scheduler.add_job(
+    def every(seconds: float, work: Callable[[], object]) -> APSchedulerJob:
+        return scheduler.add_job(
             _if_active(worker, work),
             "interval",
             seconds=seconds,
@@ -200,6 +223,28 @@ def start_jobs(settings: Settings, engine: Engine) -> Jobs:
             coalesce=True,
             next_run_time=datetime.now(UTC),
         )
+
+    async def renew() -> None:
+        await asyncio.to_thread(worker.renew)
+
+    scheduler.add_job(renew, "interval", seconds=RENEW_SECONDS, max_instances=1)
+    if settings.tracking.reply_sync_seconds > 0:
+        every(
+            settings.tracking.reply_sync_seconds,
+            lambda: _log_sync(sync_replies(settings, engine)),
+        )
+    jobs = Jobs(scheduler, worker, None)
+    if alerts_on:
+
+        def alerts_round() -> None:
+            started = datetime.now(UTC)
+            try:
+                _log_alerts(send_alerts(engine, channels))
+            finally:
+                jobs.alerts_ran(started)
+
+        jobs.alerts = every(settings.notifier.dispatch_seconds, alerts_round)
+        every(DIGEST_CHECK_SECONDS, lambda: send_due_digests(engine, channels))
     scheduler.add_job(
         _if_active(worker, lambda: run_jobs(settings, engine, worker, reports)),
         "interval",
@@ -208,7 +253,7 @@ def start_jobs(settings: Settings, engine: Engine) -> Jobs:
         next_run_time=datetime.now(UTC),
     )
     scheduler.start()
-    return Jobs(scheduler, worker)
+    return jobs
 
 
 def _if_active(worker: Worker, work: Callable[[], object]) -> Callable[[], Awaitable[None]]:

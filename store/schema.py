@@ -230,6 +230,9 @@ events = Table(
     # Replies, auto-replies and bounces: the incoming message's Message-ID, so a re-sync
     # records nothing twice.
     Column("inbound_message_id", String(998), unique=True),
+    # Opens and clicks: the hit's id from its journal record, so loading a journal twice
+    # records nothing twice (tracking/loader.py).
+    Column("hit_id", String(32), unique=True),
     CheckConstraint("kind IN ('open', 'click', 'reply', 'auto_reply', 'bounce')", name="kind"),
     # The recorder's look-back: this email's recent clicks (or opens) only.
     Index(None, "email_id", "kind", "at"),
@@ -416,4 +419,28 @@ sign_ins = Table(
     _created(),
     Column("used_at", UTCDateTime()),
     CheckConstraint("provider IN ('gmail', 'outlook')", name="provider"),
+)
+
+# How far the hit loader got in each journal file (tracking/loader.py), moved in the same
+# transaction as the hits it loaded. File names are unique across web hosts.
+journal_progress = Table(
+    "journal_progress",
+    metadata,
+    Column("file", String(255), primary_key=True),
+    Column("loaded_to", BigInteger, nullable=False),  # the byte offset after the last record
+    Column("at", UTCDateTime(), nullable=False),
+)
+
+# Journal records the loader could not load (a checksum that does not match, a field the
+# database refuses): kept with the reason, for a person to look at; the rest loads on.
+set_aside_hits = Table(
+    "set_aside_hits",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("file", String(255), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("record", Text, nullable=False),
+    _created(),
+    UniqueConstraint("file", "offset"),
 )

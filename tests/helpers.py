@@ -1,10 +1,13 @@
 """What several test files share: a campaign's sender and settings, planning and sending one
 (to numbered endusers, or to Sofia), reading back what it left (rows, and the mail a Maildir
-mailbox sent), and an Outlook token source."""
+mailbox sent), an Outlook token source, and hits recorded as the tracking server records them."""
 
 from __future__ import annotations
 
+import asyncio
 import mailbox
+import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -17,7 +20,10 @@ from outreach.mailbox import Mailbox
 from outreach.outlook import GraphTokens
 from store.schema import campaigns, emails, endusers, engagements
 from tests.fakes.graph import AUTHORITY_HOST, CLIENT_ID, CLIENT_SECRET, FakeIdentity
+from tracking.classify import Hit, Rules
 from tracking.instrument import TrackingFlags
+from tracking.journal import Journal
+from tracking.loader import HitLoader, LoadReport, load_all
 from tracking.settings import TrackingSettings
 from tracking.tokens import TokenSigner
 
@@ -108,3 +114,20 @@ def sent_mail(folder: Path) -> list[mailbox.MaildirMessage]:
 def subject(message: mailbox.MaildirMessage) -> str:
     """The Subject as a reader sees it (encoded words decoded)."""
     return str(make_header(decode_header(str(message["Subject"]))))
+
+
+def record_hits(
+    engine: Engine, hits: Sequence[tuple[int, Hit]], *, rules: Rules | None = None
+) -> LoadReport:
+    """(email id, hit) pairs as the tracking server records them: into a journal (all at once,
+    as concurrent requests), then loaded into the database by the loader."""
+
+    async def journal(folder: Path) -> None:
+        writer = Journal(folder)
+        writer.start()
+        await asyncio.gather(*(writer.append(email_id, hit) for email_id, hit in hits))
+        await writer.stop()
+
+    with tempfile.TemporaryDirectory(prefix="mailbeacon-journal-") as folder:
+        asyncio.run(journal(Path(folder)))
+        return load_all(HitLoader(engine, Path(folder), rules or Rules()))

@@ -26,13 +26,13 @@ FACTS_CACHE_SIZE = 100_000
 class PendingHit:
     email_id: int
     hit: Hit
+    hit_id: str | None = None  # its journal record's: the event is stored once
 
 
 @dataclass(frozen=True)
 class HitResult:
     found: bool  # the email (and, for a click, the link) exists
     recorded: bool
-    destination: str | None = None  # a click's redirect target; None for the honeypot
 
 
 UNKNOWN = HitResult(found=False, recorded=False)
@@ -93,15 +93,6 @@ class EmailCache:
                 found[i].links = email_links
         return found
 
-    def known_click(self, email_id: int, link_idx: int | None) -> HitResult | None:
-        """A click's answer from the cached facts alone, stale or not (a link never changes);
-        None when they are not cached. Called from the event loop while the writer thread may
-        be filling the cache: a single dict read is safe."""
-        email = self._emails.get(email_id)
-        if email is None or email.links is None or link_idx not in email.links:
-            return None
-        return HitResult(found=True, recorded=False, destination=email.links[link_idx])
-
 
 _NEVER = _Email(None, None, False, False, False, fetched=float("-inf"))
 _EMAILS = (
@@ -134,12 +125,12 @@ def write_hits(
     known = cache.lookup(connection, {p.email_id for p in pending}, clicked)
 
     results: list[HitResult] = []
-    to_record: dict[int, list[Hit]] = defaultdict(list)
+    to_record: dict[int, list[PendingHit]] = defaultdict(list)
     for item in pending:
         result = _result(item, known.get(item.email_id), tracking_enabled)
         results.append(result)
         if result.recorded:
-            to_record[item.email_id].append(item.hit)
+            to_record[item.email_id].append(item)
     if not to_record:
         return results
 
@@ -163,20 +154,16 @@ def _result(item: PendingHit, email: _Email | None, tracking_enabled: bool) -> H
     if email is None:
         return UNKNOWN
     hit = item.hit
-    destination = None
-    if hit.kind == "click":
-        email_links = email.links or {}
-        if hit.link_idx not in email_links:
-            return UNKNOWN
-        destination = email_links[hit.link_idx]
+    if hit.kind == "click" and hit.link_idx not in (email.links or {}):
+        return UNKNOWN
     tracked = email.open_tracking if hit.kind == "open" else email.click_tracking
     record = tracking_enabled and tracked and not email.opt_out
-    return HitResult(found=True, recorded=record, destination=destination)
+    return HitResult(found=True, recorded=record)
 
 
 def _classify(
     connection: Connection,
-    to_record: dict[int, list[Hit]],
+    to_record: dict[int, list[PendingHit]],
     known: dict[int, _Email],
     rules: Rules,
 ) -> tuple[list[dict[str, Any]], list[tuple[int, int, str]]]:
@@ -189,28 +176,28 @@ def _classify(
         email = known[email_id]
         stored = recent.get(email_id, [])
         reasons = classify_window(
-            [hit for _, hit in stored] + new,
+            [hit for _, hit in stored] + [item.hit for item in new],
             EmailFacts(email.sent_at, email.sender_user_id, email.link_count),
             rules,
         )
         for (event_id, hit), reason in zip(stored, reasons, strict=False):
             if hit.reason is None and reason is not None:
                 reclassified.append((email_id, event_id, reason))
-        for hit, reason in zip(new, reasons[len(stored) :], strict=True):
-            new_events.append(_event_row(email_id, hit, reason))
+        for item, reason in zip(new, reasons[len(stored) :], strict=True):
+            new_events.append(_event_row(email_id, item, reason))
     return new_events, reclassified
 
 
 def _recent_hits(
-    connection: Connection, to_record: dict[int, list[Hit]]
+    connection: Connection, to_record: dict[int, list[PendingHit]]
 ) -> dict[int, list[tuple[int, Hit]]]:
     """The stored hits the window signals may look at or reclassify: recent clicks (the
     honeypot and link bursts are clicks), and recent opens of emails whose honeypot was just hit."""
-    since = min(hit.at for hits in to_record.values() for hit in hits) - WINDOW
+    since = min(item.hit.at for items in to_record.values() for item in items) - WINDOW
     honeypotted = sorted(
         email_id
-        for email_id, hits in to_record.items()
-        if any(h.kind == "click" and h.link_idx == HONEYPOT_IDX for h in hits)
+        for email_id, items in to_record.items()
+        if any(i.hit.kind == "click" and i.hit.link_idx == HONEYPOT_IDX for i in items)
     )
     recent: dict[int, list[tuple[int, Hit]]] = defaultdict(list)
     lookups = [("click", sorted(to_record))] + ([("open", honeypotted)] if honeypotted else [])
@@ -260,8 +247,10 @@ _RECLASSIFY = (
 )
 
 
-def _event_row(email_id: int, hit: Hit, reason: str | None) -> dict[str, Any]:
+def _event_row(email_id: int, item: PendingHit, reason: str | None) -> dict[str, Any]:
+    hit = item.hit
     return {
+        "hit_id": item.hit_id,
         "email_id": email_id,
         "kind": hit.kind,
         "at": hit.at,

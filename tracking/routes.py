@@ -1,5 +1,6 @@
-"""The tracking endpoints (DESIGN §4). Only HTTP lives here: tokens, recording and the rules
-are elsewhere.
+"""The tracking endpoints (DESIGN §4). Only HTTP lives here: tokens, the journal, destinations
+and the rules are elsewhere. A hit is answered once it is in the journal; the database gets it
+from the loader behind.
 
 The open pixel and the click redirect are plain ASGI in front of the Starlette app: they skip
 routing, middleware and request objects, which bench/tracking.py shows is most of their cost.
@@ -20,7 +21,9 @@ from starlette.routing import Route
 
 from store.clock import Clock
 from tracking.classify import Hit, HitKind
-from tracking.recorder import Recorder, RecorderUnavailable
+from tracking.clean import MAX_USER_AGENT, anonymize_ip, valid_ip
+from tracking.destinations import Destinations, DestinationUnavailable
+from tracking.journal import Journal, JournalUnavailable
 from tracking.tokens import TokenKind, TokenSigner
 
 Scope = MutableMapping[str, Any]
@@ -48,16 +51,22 @@ class TrackingEndpoints:
     def __init__(
         self,
         app: ASGIApp,
-        recorder: Recorder,
+        journal: Journal | None,
+        destinations: Destinations,
         signer: TokenSigner,
         clock: Clock,
+        *,
         secure_cookies: bool,
+        anonymize_ip: bool,
     ) -> None:
+        """`journal` None: tracking is off, and hits are not kept."""
         self.app = app
-        self.recorder = recorder
+        self.journal = journal
+        self.destinations = destinations
         self.signer = signer
         self.clock = clock
         self.secure_cookies = secure_cookies
+        self.address = _anonymous_address if anonymize_ip else valid_ip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
@@ -73,12 +82,11 @@ class TrackingEndpoints:
         await self.app(scope, receive, send)
 
     async def open_pixel(self, scope: Scope, token: str) -> None:
-        # The answer is always the GIF, also for forged tokens or a database outage: a broken
-        # image would tell the reader something is watching, and tells a forger nothing.
+        # The answer is always the GIF, also for forged tokens or a full disk: a broken image
+        # would tell the reader something is watching, and tells a forger nothing.
         claims = self.signer.verify(token, TokenKind.OPEN)
         if claims is not None:
-            with contextlib.suppress(RecorderUnavailable):  # logged by the recorder
-                await self.recorder.record(claims.id, self._hit(scope, "open", None))
+            await self._keep(claims.id, scope, "open", None)
 
     async def click(self, scope: Scope, send: Send, token: str) -> None:
         claims = self.signer.verify(token, TokenKind.CLICK)
@@ -86,32 +94,37 @@ class TrackingEndpoints:
             await _respond(send, 404, _TEXT, NOT_FOUND)
             return
         try:
-            result = await self.recorder.record(
-                claims.id, self._hit(scope, "click", claims.link_idx)
-            )
-        except RecorderUnavailable:
-            # The database is down or locked by another process: the reader still gets where
-            # they were going if the destination is known, else a quick answer to retry.
-            known = self.recorder.known_click(claims.id, claims.link_idx)
-            if known is None:
-                await _respond(send, 503, [*_TEXT, (b"retry-after", b"5")], UNAVAILABLE)
-                return
-            result = known
-        if not result.found:
+            destination = await self.destinations.find(claims.id, claims.link_idx)
+        except DestinationUnavailable:
+            # The database is down or locked and the destination is not known here yet: the
+            # hit is kept, and the reader gets a quick answer to try again.
+            await self._keep(claims.id, scope, "click", claims.link_idx)
+            await _respond(send, 503, [*_TEXT, (b"retry-after", b"5")], UNAVAILABLE)
+            return
+        if destination is None:
             await _respond(send, 404, _TEXT, NOT_FOUND)
-        elif result.destination is None:  # the hidden honeypot link: only machines come here
+            return
+        await self._keep(claims.id, scope, "click", claims.link_idx)
+        if destination.url is None:  # the hidden honeypot link: only machines come here
             await _respond(send, 200, _TEXT, b"")
         else:
             # The destination comes from our own links table, never from the request.
-            location = quote(result.destination, safe=_URL_SAFE).encode("latin-1")
+            location = quote(destination.url, safe=_URL_SAFE).encode("latin-1")
             await _respond(send, 302, [(b"location", location), *_TEXT], b"")
+
+    async def _keep(self, email_id: int, scope: Scope, kind: HitKind, link: int | None) -> None:
+        """Into the journal, answered once it is on disk; a journal that cannot write is
+        logged by the journal, and the reader is answered all the same."""
+        if self.journal is not None:
+            with contextlib.suppress(JournalUnavailable):
+                await self.journal.append(email_id, self._hit(scope, kind, link))
 
     def _hit(self, scope: Scope, kind: HitKind, link_idx: int | None) -> Hit:
         agent = ""
         viewer = None
         for name, value in scope["headers"]:
             if name == b"user-agent":
-                agent = value.decode("latin-1")
+                agent = value[:MAX_USER_AGENT].decode("latin-1")
             elif name == b"cookie":
                 token = cookie_parser(value.decode("latin-1")).get(VIEWER_COOKIE)
                 claims = self.signer.verify(token, TokenKind.USER) if token else None
@@ -123,7 +136,7 @@ class TrackingEndpoints:
             link_idx=link_idx,
             method=scope["method"],
             user_agent=agent,
-            ip=client[0] if client else "",
+            ip=self.address(client[0]) if client else "",
             viewer_user_id=viewer,
         )
 
@@ -160,3 +173,7 @@ async def _respond(
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _anonymous_address(ip: str) -> str:
+    return anonymize_ip(valid_ip(ip))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
+
+from tracking.classify import Rules, parse_networks
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,13 @@ class TrackingSettings:
     # How often the server reads the mailboxes (connected ones and the embedded Maildir) for
     # replies, auto-replies and bounces, in seconds; 0 turns reply sync off.
     reply_sync_seconds: float = 60.0
-    # Group commit: at most this many hits per transaction. The hits that arrive while one
-    # transaction commits go together in the next.
-    batch_max_rows: int = 100
+    # Where each web process journals its hits before the loader takes them to the database:
+    # a local disk of each web host. Empty: <data_dir>/journal.
+    journal_dir: str = ""
+
+
+def tracking_rules(tracking: TrackingSettings) -> Rules:
+    return Rules(
+        machine_after_send=timedelta(seconds=tracking.machine_after_send_seconds),
+        internal_networks=parse_networks(tracking.internal_networks),
+    )

@@ -3,7 +3,6 @@ clicked, replied or bounced, recorded the way the tracking server and reply sync
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -11,9 +10,8 @@ from sqlalchemy import select, update
 
 from store.schema import emails, engagements, events
 from tests.bot.conftest import Team
-from tracking.classify import Hit, Rules
-from tracking.recorder import Recorder
-from tracking.settings import TrackingSettings
+from tests.helpers import record_hits
+from tracking.classify import Hit
 
 DANA = "dana.reyes@acme-logistics.example"
 SAM = "sam.okafor@acme-logistics.example"
@@ -36,21 +34,26 @@ def email_of(team: Team) -> dict[str, int]:
 
 
 def hits(team: Team, *played: tuple[str, str, str]) -> None:
-    """(address, open|click, user agent) hits, an hour after sending, through the recorder the
-    tracking server runs."""
+    """(address, open|click, user agent) hits, an hour after sending, through the journal and
+    loader the tracking server runs."""
     email_ids = email_of(team)
     at = team.clock() + LATER
 
-    async def play() -> None:
-        recorder = Recorder(team.engine, TrackingSettings(base_url="https://t.example"), Rules())
-        recorder.start()
-        for address, kind, user_agent in played:
-            link = 1 if kind == "click" else None
-            hit = Hit("open" if kind == "open" else "click", at, link, user_agent=user_agent)
-            await recorder.record(email_ids[address], hit)
-        await recorder.stop()
-
-    asyncio.run(play())
+    record_hits(
+        team.engine,
+        [
+            (
+                email_ids[address],
+                Hit(
+                    "open" if kind == "open" else "click",
+                    at,
+                    1 if kind == "click" else None,
+                    user_agent=user_agent,
+                ),
+            )
+            for address, kind, user_agent in played
+        ],
+    )
 
 
 def inbound(team: Team, address: str, kind: str) -> None:

@@ -3,7 +3,6 @@ list shows, each in the thread of the email they got, through the fake Gmail and
 
 from __future__ import annotations
 
-import asyncio
 import mailbox
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -26,8 +25,8 @@ from store.schema import campaigns, emails, engagements
 from tests.bot.conftest import BOSS, MEMBER, Team
 from tests.fakes.gmail import FakeGmail
 from tests.fakes.oauth import GMAIL_TOKEN, OAUTH, FakeGoogle
-from tracking.classify import Hit, HitKind, Rules
-from tracking.recorder import Recorder
+from tests.helpers import record_hits
+from tracking.classify import Hit, HitKind
 from tracking.replies import Inbox, sync_inbox
 
 DANA = "dana.reyes@acme-logistics.example"  # opens it as a person
@@ -95,15 +94,13 @@ def _hits(team: Team, campaign: int, hits: dict[str, tuple[HitKind, str]]) -> No
     sent = _emails(team, campaign)
     later = utcnow() + timedelta(hours=1)
 
-    async def record() -> None:
-        recorder = Recorder(team.engine, team.settings.tracking, Rules())
-        recorder.start()
-        for address, (kind, agent) in hits.items():
-            link = 1 if kind == "click" else None
-            await recorder.record(sent[address].id, Hit(kind, later, link, user_agent=agent))
-        await recorder.stop()
-
-    asyncio.run(record())
+    record_hits(
+        team.engine,
+        [
+            (sent[address].id, Hit(kind, later, 1 if kind == "click" else None, user_agent=agent))
+            for address, (kind, agent) in hits.items()
+        ],
+    )
 
 
 def _play(team: Team, campaign: int, deliver: Callable[[bytes], object], inbox: Inbox) -> None:

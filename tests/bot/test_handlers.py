@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import mailbox
 from datetime import timedelta
 
@@ -16,10 +15,9 @@ from outreach.templates import sync_templates
 from store.clock import utcnow
 from store.schema import campaigns, emails, endusers, engagements, events, subscriptions
 from tests.bot.conftest import BOSS, MEMBER, Team
-from tracking.classify import Hit, Rules
-from tracking.recorder import Recorder
+from tests.helpers import record_hits
+from tracking.classify import Hit
 from tracking.replies import sync_inbox
-from tracking.settings import TrackingSettings
 from tracking.tokens import TokenKind, TokenSigner
 
 WEST_ADMINS = 'company.region = "West Coast" and role = "admin"'
@@ -182,19 +180,14 @@ def _play(store: Engine) -> int:
     person = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
     an_hour_later = utcnow() + timedelta(hours=1)  # well past the machine window after sending
 
-    async def hits() -> None:
-        recorder = Recorder(store, TrackingSettings(base_url="https://t.example"), Rules())
-        recorder.start()
-        await recorder.record(email_of[PEOPLE[0]], Hit("open", an_hour_later, user_agent=person))
-        await recorder.record(
-            email_of[PEOPLE[1]], Hit("open", an_hour_later, user_agent="Mozilla/5.0")
-        )
-        await recorder.record(
-            email_of[PEOPLE[2]], Hit("click", an_hour_later, 1, user_agent=person)
-        )
-        await recorder.stop()
-
-    asyncio.run(hits())
+    record_hits(
+        store,
+        [
+            (email_of[PEOPLE[0]], Hit("open", an_hour_later, user_agent=person)),
+            (email_of[PEOPLE[1]], Hit("open", an_hour_later, user_agent="Mozilla/5.0")),
+            (email_of[PEOPLE[2]], Hit("click", an_hour_later, 1, user_agent=person)),
+        ],
+    )
     with store.begin() as connection:  # what reply sync records (issue 4)
         connection.execute(
             events.insert().values(email_id=email_of[PEOPLE[3]], kind="reply", at=an_hour_later)

@@ -1,4 +1,5 @@
-"""A real tracking server (uvicorn in a thread) on each database, and emails to hit."""
+"""A real tracking server (uvicorn in a thread) on each database, and emails to hit. Its hits
+are loaded from the journal by the test itself, before it reads the database."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from store.clock import utcnow
 from store.schema import endusers, engagements, events
 from tests.conftest import settings_for
 from tracking.instrument import TrackingFlags
+from tracking.loader import HitLoader, LoadReport, load_all
+from tracking.settings import tracking_rules
 from tracking.tokens import TokenSigner
 
 HTML = (
@@ -96,12 +99,25 @@ class TrackingServer:
     def get(self, url: str, agent: str = PERSON, ip: str = "198.51.100.1") -> httpx.Response:
         return self.client.get(url, headers={"User-Agent": agent, "X-Forwarded-For": ip})
 
+    def load(self) -> LoadReport:
+        """What the loader process would do behind the server: every journaled hit, now."""
+        tracking = self.settings.tracking
+        loader = HitLoader(
+            self.engine,
+            Path(tracking.journal_dir),
+            tracking_rules(tracking),
+            tracking_enabled=tracking.enabled,
+        )
+        return load_all(loader)
+
     def events(self, email_id: int) -> list[Any]:
+        self.load()
         with self.engine.connect() as connection:
             query = select(events).where(events.c.email_id == email_id).order_by(events.c.id)
             return list(connection.execute(query))
 
     def engagement(self, email_id: int) -> Any:
+        self.load()
         with self.engine.connect() as connection:
             query = select(engagements).where(engagements.c.email_id == email_id)
             return connection.execute(query).one()
@@ -120,7 +136,8 @@ def tracking_server_factory(db_url: str, tmp_path: Path, engine: Engine) -> Iter
         settings, _ = settings_for(
             tmp_path / "data", DATABASE__URL=db_url, SERVER__PORT=str(port), **overrides
         )
-        running = running_in_thread(uvicorn_config(settings, engine, "127.0.0.1", port))
+        config = uvicorn_config(settings, engine, "127.0.0.1", port, load_hits=False)
+        running = running_in_thread(config)
         running.__enter__()
         stack.append(running)
         client = httpx.Client(timeout=10, follow_redirects=False)
