@@ -19,7 +19,15 @@ from mailbeacon.settings import ConfigError, Settings, load_settings, with_gener
 from outreach.accounts import list_mailboxes
 from store.engine import make_engine
 from store.migrate import current_revision, head_revision, upgrade
-from store.schema import campaigns, emails, endusers, events, jobs, subscriptions
+from store.schema import (
+    campaigns,
+    emails,
+    endusers,
+    events,
+    jobs,
+    set_aside_hits,
+    subscriptions,
+)
 
 # What `init` puts in a templates folder that does not exist yet: one template to copy from.
 EXAMPLE_TEMPLATE = (
@@ -272,6 +280,9 @@ def _init_templates(folder: Path) -> None:
 
 
 def _status(settings: Settings, engine: Engine) -> int:
+    # First, and without the database: what waits in this host's journal is what an outage
+    # has held back.
+    _field("journal", _journal_state(Path(settings.tracking.journal_dir)))
     revision = current_revision(engine)
     _field("database", safe_url(settings.database.url))
     _field("schema", f"{revision or 'empty'} (newest {head_revision()})")
@@ -284,6 +295,11 @@ def _status(settings: Settings, engine: Engine) -> int:
         for label, table in (("campaigns", campaigns), ("jobs", jobs)):
             query = select(table.c.status, func.count()).group_by(table.c.status)
             _field(label, _by_status({status: n for status, n in connection.execute(query)}))
+        aside = connection.scalar(select(func.count()).select_from(set_aside_hits)) or 0
+        if aside:
+            _field(
+                "set aside", f"{counted(aside, 'hit')} the loader could not load (set_aside_hits)"
+            )
         rules = connection.scalar(select(func.count()).select_from(subscriptions)) or 0
         _field("alerts", counted(rules, "rule"))
         boxes = list_mailboxes(connection)
@@ -295,6 +311,18 @@ def _status(settings: Settings, engine: Engine) -> int:
         default = " (default)" if box.is_default else ""
         _field("mailbox", f"{box.provider} {box.address}{owner}{default}")
     return 0
+
+
+def _journal_state(folder: Path) -> str:
+    from tracking.loader import backlog
+
+    waiting = backlog(folder)
+    if not waiting.hits:
+        return f"{folder}: nothing waiting"
+    oldest = f", the oldest from {waiting.oldest:%Y-%m-%d %H:%M:%S} UTC" if waiting.oldest else ""
+    line = f"{folder}: {counted(waiting.hits, 'hit')} waiting in {counted(waiting.files, 'file')}"
+    error = f" (the loader: {waiting.error})" if waiting.error else ""
+    return f"{line}{oldest}{error}"
 
 
 def _field(label: str, value: str) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -29,6 +30,7 @@ STOP_SECONDS = 10.0
 # A loader that died is started again after this (a bug, or the machine out of memory).
 RESTART_SECONDS = 1.0
 STANDBY_SECONDS = 1.0
+LOADER_NICENESS = 10
 
 
 class LoaderProcess:
@@ -106,6 +108,9 @@ def run_loader(settings: Settings, server: Connection) -> None:
     terminated = threading.Event()  # decides when this stops
     signal.signal(signal.SIGTERM, lambda *_: terminated.set())
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    # Behind the web process, not beside it: while requests keep the CPUs busy, hits wait
+    # safely in the journal, and are loaded in the time they leave.
+    os.nice(LOADER_NICENESS)
 
     def stopping(seconds: float) -> bool:
         try:

@@ -9,6 +9,7 @@ import mailbox
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,15 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from outreach.campaigns import CampaignPlan, Outgoing, plan_campaign, run_campaign
+from outreach.emails import Draft, create_email, mark_sent
 from outreach.mailbox import Mailbox
 from outreach.outlook import GraphTokens
+from store.clock import utcnow
 from store.schema import campaigns, emails, endusers, engagements
 from tests.fakes.graph import AUTHORITY_HOST, CLIENT_ID, CLIENT_SECRET, FakeIdentity
 from tracking.classify import Hit, Rules
 from tracking.instrument import TrackingFlags
-from tracking.journal import Journal
+from tracking.journal import ROLL_BYTES, Journal
 from tracking.loader import HitLoader, LoadReport, load_all
 from tracking.settings import TrackingSettings
 from tracking.tokens import TokenSigner
@@ -116,18 +119,39 @@ def subject(message: mailbox.MaildirMessage) -> str:
     return str(make_header(decode_header(str(message["Subject"]))))
 
 
+def sent_email(engine: Engine, key: str, flags: TrackingFlags = PLAN.flags) -> int:
+    """One email with two links, sent an hour ago (past the machine window): its id."""
+    html = '<p><a href="https://a.example/1">1</a> <a href="https://a.example/2">2</a></p>'
+    with engine.begin() as connection:
+        email_id, _ = create_email(
+            connection, Draft(key, [f"{key}@c.example"], "Hi", html, "", flags), SIGNER, TRACKING
+        )
+        mark_sent(
+            connection, email_id, message_id=f"<{key}@t>", sent_at=utcnow() - timedelta(hours=1)
+        )
+    return email_id
+
+
+def journal_hits(
+    folder: Path, hits: Sequence[tuple[int, Hit]], roll_bytes: int = ROLL_BYTES
+) -> None:
+    """(email id, hit) pairs into a journal in `folder`, all at once as concurrent requests
+    would, by a writer that then stops (its files are finished)."""
+
+    async def write() -> None:
+        journal = Journal(folder, roll_bytes)
+        journal.start()
+        await asyncio.gather(*(journal.append(email_id, hit) for email_id, hit in hits))
+        await journal.stop()
+
+    asyncio.run(write())
+
+
 def record_hits(
     engine: Engine, hits: Sequence[tuple[int, Hit]], *, rules: Rules | None = None
 ) -> LoadReport:
-    """(email id, hit) pairs as the tracking server records them: into a journal (all at once,
-    as concurrent requests), then loaded into the database by the loader."""
-
-    async def journal(folder: Path) -> None:
-        writer = Journal(folder)
-        writer.start()
-        await asyncio.gather(*(writer.append(email_id, hit) for email_id, hit in hits))
-        await writer.stop()
-
+    """(email id, hit) pairs as the tracking server records them: into a journal, then loaded
+    into the database by the loader."""
     with tempfile.TemporaryDirectory(prefix="mailbeacon-journal-") as folder:
-        asyncio.run(journal(Path(folder)))
+        journal_hits(Path(folder), hits)
         return load_all(HitLoader(engine, Path(folder), rules or Rules()))

@@ -54,20 +54,29 @@ class JournalHit:
 
 
 def encode(hit_id: str, email_id: int, hit: Hit) -> bytes:
-    at = (hit.at - _EPOCH) // _MICROSECOND
-    fields = [
-        hit_id,
+    """The JSON array [hit id, email id, kind, link index, time in µs since the epoch, method,
+    address, user agent, viewer], written out by hand: json.dumps costs twice as much per hit."""
+    payload = _FIELDS % (
+        _string(hit_id),
         email_id,
-        hit.kind,
-        hit.link_idx,
-        at,
-        hit.method,
-        hit.ip,
-        hit.user_agent,
-        hit.viewer_user_id,
-    ]
-    payload = json.dumps(fields, separators=(",", ":")).encode()
-    return b"%08x %b\n" % (zlib.crc32(payload), payload)
+        _string(hit.kind),
+        _number(hit.link_idx),
+        (hit.at - _EPOCH) // _MICROSECOND,
+        _string(hit.method),
+        _string(hit.ip),
+        _string(hit.user_agent),
+        _number(hit.viewer_user_id),
+    )
+    data = payload.encode()
+    return b"%08x %b\n" % (zlib.crc32(data), data)
+
+
+_FIELDS = "[%s,%d,%s,%s,%d,%s,%s,%s,%s]"
+_string = json.encoder.encode_basestring_ascii
+
+
+def _number(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
 
 
 def decode(line: bytes) -> JournalHit:

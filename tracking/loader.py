@@ -319,7 +319,7 @@ def load_all(loader: HitLoader) -> LoadReport:
 
 # How often the loader looks for new hits, and how long it waits before it tries a database
 # that failed again (doubling up to the most).
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.1
 RETRY_SECONDS = (0.5, 5.0)
 
 

@@ -3,12 +3,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from mailbeacon.cli import main
 from mailbeacon.demo import run_demo
+from store.clock import utcnow
+from store.engine import make_engine
+from tests.conftest import settings_for
+from tests.helpers import journal_hits, sent_email
+from tests.tracking.conftest import PERSON
+from tracking.classify import Hit, Rules
+from tracking.loader import HitLoader, load_all
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -188,3 +196,29 @@ def test_cmd_no_wait_leaves_the_job_to_the_worker(
     listed = capsys.readouterr().out.splitlines()
     assert listed[0].startswith("#2 digest sent now: done: Sent to you@yourcompany.example")
     assert listed[1] == "#1 send-out of campaign #1: queued"
+
+
+def test_status_shows_the_hits_waiting_in_the_journal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILBEACON__DATA_DIR", str(tmp_path))
+    assert main(["init"]) == 0
+    settings, _ = settings_for(tmp_path)
+    engine = make_engine(settings.database)
+    email_id = sent_email(engine, "status")
+    first = Hit("open", datetime(2026, 12, 7, 9, 30, tzinfo=UTC), user_agent=PERSON)
+    folder = Path(settings.tracking.journal_dir)
+    journal_hits(folder, [(email_id, first), (email_id, Hit("open", utcnow(), user_agent=PERSON))])
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    assert (
+        f"journal:   {folder}: 2 hits waiting in 1 file, the oldest from 2026-12-07 09:30:00 UTC"
+        in capsys.readouterr().out
+    )
+    loader = HitLoader(engine, folder, Rules())
+    load_all(loader)
+    loader.write_state()
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert f"journal:   {folder}: nothing waiting" in out and "events:    2" in out
+    engine.dispose()

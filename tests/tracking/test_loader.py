@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, delete, event, func, select, update
 
-from outreach.emails import Draft, create_email, mark_sent
 from store.clock import utcnow
 from store.engine import DatabaseSettings, make_engine
 from store.schema import (
@@ -27,7 +26,7 @@ from store.schema import (
     links,
     set_aside_hits,
 )
-from tests.helpers import record_hits
+from tests.helpers import journal_hits, record_hits, sent_email
 from tracking.analytics import average_rates
 from tracking.classify import Hit, Rules
 from tracking.clean import anonymize_ip, valid_ip
@@ -42,39 +41,12 @@ from tracking.journal import (
 )
 from tracking.loader import HitLoader, backlog, load_all
 from tracking.record import FACTS_TTL_SECONDS, EmailCache
-from tracking.settings import TrackingSettings
-from tracking.tokens import TokenSigner
 
-SETTINGS = TrackingSettings(base_url="https://t.example")
-SIGNER = TokenSigner(["k" * 32])
 PERSON = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.0"
-TRACKED = TrackingFlags(opens=True, clicks=True)
-HTML = '<html><body><a href="https://a.example/1">1</a><a href="https://a.example/2">2</a></body></html>'
-
-
-def _send(engine: Engine, key: str, flags: TrackingFlags = TRACKED) -> int:
-    with engine.begin() as connection:
-        email_id, _ = create_email(
-            connection, Draft(key, [f"{key}@c.example"], "Hi", HTML, "", flags), SIGNER, SETTINGS
-        )
-        mark_sent(
-            connection, email_id, message_id=f"<{key}@t>", sent_at=utcnow() - timedelta(hours=1)
-        )
-    return email_id
 
 
 def _hit(kind: str = "open", link_idx: int | None = None, ip: str = "198.51.100.1") -> Hit:
     return Hit(kind, utcnow(), link_idx, user_agent=PERSON, ip=ip)  # type: ignore[arg-type]
-
-
-def _journal(folder: Path, hits: list[tuple[int, Hit]], roll_bytes: int = 1 << 26) -> None:
-    async def write() -> None:
-        journal = Journal(folder, roll_bytes)
-        journal.start()
-        await asyncio.gather(*(journal.append(email_id, hit) for email_id, hit in hits))
-        await journal.stop()
-
-    asyncio.run(write())
 
 
 def _loader(engine: Engine, folder: Path) -> HitLoader:
@@ -112,11 +84,13 @@ def test_two_loaders_writing_the_same_emails_at_once_lose_nothing(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
     """As two web hosts would on PostgreSQL: each has its own journal folder and loader."""
-    first, second = _send(engine, "a"), _send(engine, "b")
+    first, second = sent_email(engine, "a"), sent_email(engine, "b")
     other_engine = make_engine(DatabaseSettings(url=db_url))
     folders = [tmp_path / "host-1", tmp_path / "host-2"]
     for folder in folders:
-        _journal(folder, [(email_id, _hit()) for email_id in (first, second) for _ in range(150)])
+        journal_hits(
+            folder, [(email_id, _hit()) for email_id in (first, second) for _ in range(150)]
+        )
     loaders = [
         HitLoader(e, f, Rules(), batch_hits=50)
         for e, f in zip((engine, other_engine), folders, strict=True)
@@ -138,7 +112,7 @@ def test_two_loaders_writing_the_same_emails_at_once_lose_nothing(
 
 
 def test_reclassification_recounts_the_engagement_row(engine: Engine) -> None:
-    email_id = _send(engine, "c")
+    email_id = sent_email(engine, "c")
     record_hits(engine, [(email_id, _hit("open")), (email_id, _hit("click", 1))])
     with engine.connect() as connection:
         row = connection.execute(select(engagements)).one()
@@ -173,10 +147,10 @@ def test_a_stopped_journal_refuses_hits(tmp_path: Path) -> None:
 
 def test_rates_average_only_tracked_emails_and_are_human_unless_raw(engine: Engine) -> None:
     opened, machine_only, untracked, silent = (
-        _send(engine, "h"),
-        _send(engine, "m"),
-        _send(engine, "u", TrackingFlags(False, False)),
-        _send(engine, "s"),
+        sent_email(engine, "h"),
+        sent_email(engine, "m"),
+        sent_email(engine, "u", TrackingFlags(False, False)),
+        sent_email(engine, "s"),
     )
     report = record_hits(
         engine,
@@ -200,7 +174,7 @@ def test_rates_average_only_tracked_emails_and_are_human_unless_raw(engine: Engi
 
 
 def test_email_facts_are_cached_briefly_so_an_opt_out_takes_effect(engine: Engine) -> None:
-    email_id = _send(engine, "o")
+    email_id = sent_email(engine, "o")
     with engine.begin() as connection:
         enduser = connection.execute(
             endusers.insert().values(email="o@c.example", attributes={}).returning(endusers.c.id)
@@ -247,8 +221,8 @@ def test_an_address_is_cleaned_to_what_may_be_stored(ip: str, anonymize: bool, s
 def test_loading_again_doubles_nothing_even_when_its_progress_is_lost(
     engine: Engine, tmp_path: Path
 ) -> None:
-    email_id = _send(engine, "d")
-    _journal(tmp_path, [(email_id, _hit()) for _ in range(10)])
+    email_id = sent_email(engine, "d")
+    journal_hits(tmp_path, [(email_id, _hit()) for _ in range(10)])
     [path] = journal_files(tmp_path)
     with open(path, "rb") as held:  # as if its writer were still running: the file stays
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -264,8 +238,8 @@ def test_loading_again_doubles_nothing_even_when_its_progress_is_lost(
 
 
 def test_a_torn_last_record_is_cut_and_the_rest_loaded(engine: Engine, tmp_path: Path) -> None:
-    email_id = _send(engine, "t")
-    _journal(tmp_path, [(email_id, _hit()) for _ in range(5)])
+    email_id = sent_email(engine, "t")
+    journal_hits(tmp_path, [(email_id, _hit()) for _ in range(5)])
     [path] = journal_files(tmp_path)
     whole = path.stat().st_size
     torn = encode("torn", email_id, _hit())[:-20]  # its writer died half-way through it
@@ -281,8 +255,8 @@ def test_a_torn_last_record_is_cut_and_the_rest_loaded(engine: Engine, tmp_path:
 def test_a_damaged_record_is_set_aside_and_never_holds_the_others_back(
     engine: Engine, tmp_path: Path
 ) -> None:
-    email_id = _send(engine, "s")
-    _journal(tmp_path, [(email_id, _hit()) for _ in range(3)])
+    email_id = sent_email(engine, "s")
+    journal_hits(tmp_path, [(email_id, _hit()) for _ in range(3)])
     [path] = journal_files(tmp_path)
     lines = path.read_bytes().splitlines(keepends=True)
     lines.insert(1, b"0badc0de {not a hit}\n")
@@ -300,7 +274,7 @@ def test_a_damaged_record_is_set_aside_and_never_holds_the_others_back(
 
 
 def test_a_hit_the_database_refuses_is_set_aside_alone(engine: Engine) -> None:
-    first, second = _send(engine, "good-1"), _send(engine, "good-2")
+    first, second = sent_email(engine, "good-1"), sent_email(engine, "good-2")
     unstorable = Hit("open", utcnow(), link_idx=2**70, user_agent=PERSON)  # no column holds it
     hits = [
         (email_id, Hit("open", utcnow() - timedelta(seconds=i), user_agent=PERSON, ip=ip))
@@ -321,7 +295,7 @@ def test_a_hit_the_database_refuses_is_set_aside_alone(engine: Engine) -> None:
 def test_a_file_being_written_is_loaded_as_it_grows_and_kept(
     engine: Engine, tmp_path: Path
 ) -> None:
-    email_id = _send(engine, "w")
+    email_id = sent_email(engine, "w")
 
     async def play() -> None:
         size = len(encode("0" * 17, email_id, _hit()))
@@ -342,11 +316,11 @@ def test_a_file_being_written_is_loaded_as_it_grows_and_kept(
 
 
 def test_the_backlog_counts_what_is_not_loaded_yet(engine: Engine, tmp_path: Path) -> None:
-    email_id = _send(engine, "b")
+    email_id = sent_email(engine, "b")
     first = _hit()
-    _journal(tmp_path, [(email_id, first)] + [(email_id, _hit()) for _ in range(49)])
+    journal_hits(tmp_path, [(email_id, first)] + [(email_id, _hit()) for _ in range(49)])
     for _ in range(2):  # as web processes that came and went
-        _journal(tmp_path, [(email_id, _hit()) for _ in range(100)])
+        journal_hits(tmp_path, [(email_id, _hit()) for _ in range(100)])
     waiting = backlog(tmp_path)
     assert (waiting.files, waiting.hits, waiting.oldest, waiting.error) == (3, 250, first.at, None)
     loader = _loader(engine, tmp_path)
@@ -365,8 +339,8 @@ def _load_and_die_at_commit(db_url: str, folder: str) -> None:
 def test_a_loader_killed_between_its_insert_and_its_commit_counts_nothing_twice(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    email_id = _send(engine, "k")
-    _journal(tmp_path, [(email_id, _hit()) for _ in range(40)])
+    email_id = sent_email(engine, "k")
+    journal_hits(tmp_path, [(email_id, _hit()) for _ in range(40)])
     process = multiprocessing.get_context("spawn").Process(
         target=_load_and_die_at_commit, args=(db_url, str(tmp_path))
     )
