@@ -173,7 +173,7 @@ def serving(team: Team, fake: FakeSlack, **slack: str) -> Iterator[Slack]:
     )
     port = free_port()
     config = uvicorn_config(
-        team.settings, team.engine, "127.0.0.1", port, "warning", run_jobs=False
+        team.settings, team.engine, "127.0.0.1", port, "warning", run_jobs=False, load_hits=False
     )
     with running_in_thread(config):
         yield Slack(team, fake, f"http://127.0.0.1:{port}")

@@ -24,7 +24,9 @@ def stream_status(client: httpx.Client, base: str, page: str) -> int:
 
 def test_a_new_link_works_and_the_old_one_stops_working(team: Team) -> None:
     port = free_port()
-    config = uvicorn_config(team.settings, team.engine, "127.0.0.1", port, log_level="warning")
+    config = uvicorn_config(
+        team.settings, team.engine, "127.0.0.1", port, log_level="warning", load_hits=False
+    )
     base = f"http://127.0.0.1:{port}"
     old = team.run("alerts add on open via desktop").data["page"]
     assert team.run("alerts link").data == {"page": old, "new": False}

@@ -126,7 +126,7 @@ def server(engine: Engine, db_url: str, tmp_path: Path) -> Iterator[Server]:
                 connection, [UserSettings(ALEX, "Alex"), UserSettings(BOSS, "Boss", role="admin")]
             )
         test = Server(settings, engine, google, gmail)
-        app = create_app(settings, engine, test.clock, run_jobs=False)
+        app = create_app(settings, engine, test.clock, run_jobs=False, load_hits=False)
         with running_in_thread(uvicorn.Config(app, port=port, log_level="warning", lifespan="on")):
             yield test
 

@@ -76,6 +76,8 @@ def desk(engine: Engine, db_url: str, tmp_path: Path) -> Iterator[Desk]:
         sent_at = utcnow() - timedelta(hours=1)
         connection.execute(update(emails).values(sent_at=sent_at))
     token = TokenSigner(settings.tracking.signing_keys).feed_token(maria)
-    config = uvicorn_config(settings, engine, "127.0.0.1", port, log_level="warning")
+    config = uvicorn_config(
+        settings, engine, "127.0.0.1", port, log_level="warning", load_hits=False
+    )
     with running_in_thread(config):
         yield Desk(engine, f"http://127.0.0.1:{port}", token, email.id)
