@@ -38,7 +38,9 @@ from store.engine import make_engine
 from store.migrate import upgrade
 from store.schema import emails, endusers, engagements, events, links
 from tracking.analytics import Rates, average_rates
+from tracking.loader import HitLoader, load_all
 from tracking.replies import sync_inbox
+from tracking.settings import tracking_rules
 from tracking.tokens import TokenSigner
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -110,6 +112,10 @@ def _run(folder: str, out: Callable[[str], None]) -> None:
     with running_in_thread(config):
         out(f"\n3. Tracking server on {settings.tracking.base_url}; playing the recipients")
         _play(sent, out)
+    # The server's loader stores the hits behind its answers; this waits for it (its lock),
+    # and loads whatever it left.
+    tracking = settings.tracking
+    load_all(HitLoader(engine, Path(tracking.journal_dir), tracking_rules(tracking)))
     out("\n4. Answers arrive in the Maildir inbox, and a reply sync reads them")
     _answers(engine, settings, sent, out)
     _report(engine, sent, out)
