@@ -231,11 +231,12 @@ events = Table(
     # records nothing twice.
     Column("inbound_message_id", String(998), unique=True),
     # Opens and clicks: the hit's id from its journal record, so loading a journal twice
-    # records nothing twice (tracking/loader.py).
-    Column("hit_id", String(32), unique=True),
+    # records nothing twice (tracking/loader.py; a unique index).
+    Column("hit_id", String(32)),
     CheckConstraint("kind IN ('open', 'click', 'reply', 'auto_reply', 'bounce')", name="kind"),
-    # The recorder's look-back: this email's recent clicks (or opens) only.
+    # The loader's look-back: this email's recent clicks (or opens) only.
     Index(None, "email_id", "kind", "at"),
+    Index(None, "hit_id", unique=True),
 )
 
 # The Email Engagement object (DESIGN §3): one row per email, rates 0 / 100 / NULL, so that

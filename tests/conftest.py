@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,11 +38,24 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    """An engine on a database migrated to the newest schema."""
-    engine = make_engine(DatabaseSettings(url=db_url))
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite database migrated to the newest schema once, for each test to copy."""
+    path = tmp_path_factory.mktemp("template") / "mailbeacon.db"
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{path}"))
     upgrade(engine)
+    engine.dispose()  # its last connection checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture
+def engine(db_url: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An engine on a database migrated to the newest schema (on SQLite, a copy of one)."""
+    if db_url.startswith("sqlite:///"):
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), db_url[len("sqlite:///") :])
+    engine = make_engine(DatabaseSettings(url=db_url))
+    if not db_url.startswith("sqlite:///"):
+        upgrade(engine)
     yield engine
     engine.dispose()
 

@@ -1,7 +1,8 @@
-"""`mailbeacon serve` under load while its database is away, on SQLite and PostgreSQL: stopped
-for 30 s, or its write lock held by another process for 20 s. Pixels are answered from the
-journal at once all along, /healthz stays green and shows the backlog, and once the database is
-back every hit is loaded, none twice."""
+"""`mailbeacon serve` under load while its database is away for 30 s, on SQLite and PostgreSQL:
+PostgreSQL stopped (cut off behind a proxy), SQLite's write lock held by another process (SQLite
+has no server to stop; this also is the 20 s write lock of issue 11, held longer). Pixels are
+answered from the journal at once all along, /healthz stays green and shows the backlog, and
+once the database is back every hit is loaded, none twice."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import httpx
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, make_url
 
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.tracking.served import Answer, Load, Stored, poll, send_email, serving, stored
@@ -48,15 +49,6 @@ def test_hits_are_answered_and_all_loaded_while_the_database_is_stopped(
         assert all(h.json()["journal"]["loader_error"] for h in run.health)
     backlog = [h.json()["journal"]["backlog_hits"] for h in run.health]
     assert len(backlog) >= 10 and all(a < b for a, b in pairwise(backlog)), backlog
-    _assert_every_hit_loaded_once(run)
-
-
-def test_pixels_are_answered_at_once_while_another_process_holds_the_write_lock(
-    db_url: str, engine: Engine, tmp_path: Path
-) -> None:
-    run = _under_load(lambda: _write_lock_held(engine), 20, engine, tmp_path / "data", db_url)
-    _assert_answered_at_once(run, 20)
-    assert {h.status_code for h in run.health} == {200}
     _assert_every_hit_loaded_once(run)
 
 
@@ -135,15 +127,8 @@ time.sleep(3600)
 
 @contextlib.contextmanager
 def _write_lock_held(engine: Engine) -> Iterator[None]:
-    """Another process holds the database's write lock for the block: SQLite's own, taken by a
-    transaction begun IMMEDIATE; on PostgreSQL, another session's EXCLUSIVE lock on events
-    (reads go on, writes wait)."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as other:
-            other.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))
-            yield
-            other.rollback()
-        return
+    """Another process holds SQLite's write lock for the block, taken by a transaction begun
+    IMMEDIATE: readers go on (WAL), writers wait."""
     command = [sys.executable, "-c", _HOLD_WRITE_LOCK, str(engine.url.database)]
     with subprocess.Popen(command, stdout=subprocess.PIPE) as holder:
         try:

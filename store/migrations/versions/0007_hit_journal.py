@@ -19,9 +19,9 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("events") as batch:
-        batch.add_column(sa.Column("hit_id", sa.String(length=32), nullable=True))
-        batch.create_unique_constraint(op.f("uq_events_hit_id"), ["hit_id"])
+    # A column and a unique index: no table copy on SQLite, whatever the events it holds.
+    op.add_column("events", sa.Column("hit_id", sa.String(length=32), nullable=True))
+    op.create_index(op.f("ix_events_hit_id"), "events", ["hit_id"], unique=True)
     op.create_table(
         "journal_progress",
         sa.Column("file", sa.String(length=255), nullable=False),
@@ -50,6 +50,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("set_aside_hits")
     op.drop_table("journal_progress")
+    op.drop_index(op.f("ix_events_hit_id"), table_name="events")
     with op.batch_alter_table("events") as batch:
-        batch.drop_constraint(op.f("uq_events_hit_id"), type_="unique")
         batch.drop_column("hit_id")
