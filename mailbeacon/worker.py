@@ -146,6 +146,7 @@ class Jobs:
         self.worker = worker
         self.alerts = alerts
         self._wakes: list[datetime] = []  # when loaded hits settle, soonest first
+        self._loop = asyncio.get_running_loop()  # the scheduler's, where wakes are kept
 
     def alerts_due(self, newest: datetime) -> None:
         """Hits up to `newest` are in the database: run the alerts round as soon as they have
@@ -157,9 +158,12 @@ class Jobs:
         self._next_wake()
 
     def alerts_ran(self, started: datetime) -> None:
-        """Called from the alerts round's thread: what it served is done."""
+        """Called from the alerts round's thread: the wakes it served are done."""
+        self._loop.call_soon_threadsafe(self._served, started)
+
+    def _served(self, started: datetime) -> None:
         self._wakes = [due for due in self._wakes if due > started]
-        self.scheduler._eventloop.call_soon_threadsafe(self._next_wake)
+        self._next_wake()
 
     def _next_wake(self) -> None:
         job = self.alerts
