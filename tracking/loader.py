@@ -51,6 +51,10 @@ class LoadReport:
     oldest: datetime | None = None  # and of the oldest, for the lag
     full: bool = False  # a batch was full: there is more to load right away
 
+    def saw(self, at: datetime) -> None:
+        self.newest = max(self.newest or at, at)
+        self.oldest = min(self.oldest or at, at)
+
 
 @dataclass(frozen=True)
 class _Line:
@@ -161,7 +165,7 @@ class HitLoader:
             with self.engine.begin() as connection:
                 _set_aside(connection, lines[0], f"the database refused it: {_first_line(error)}")
                 self._move_progress(connection, lines)
-            stored = _Stored(set_aside=1)
+            stored = LoadReport(set_aside=1)
         assert self._progress is not None
         for line in lines:
             self._progress[line.file] = line.end
@@ -170,11 +174,10 @@ class HitLoader:
         report.set_aside += stored.set_aside
         for at in (stored.newest, stored.oldest):
             if at is not None:
-                report.newest = max(report.newest or at, at)
-                report.oldest = min(report.oldest or at, at)
+                report.saw(at)
 
-    def _store(self, connection: Connection, lines: list[_Line]) -> _Stored:
-        stored = _Stored()
+    def _store(self, connection: Connection, lines: list[_Line]) -> LoadReport:
+        stored = LoadReport()
         hits: list[JournalHit] = []
         for line in lines:
             try:
@@ -191,12 +194,10 @@ class HitLoader:
         results = write_hits(
             connection, pending, self.rules, self._emails, tracking_enabled=self.tracking_enabled
         )
-        for item, result in zip(pending, results, strict=True):
-            if result.recorded:
+        for item, recorded in zip(pending, results, strict=True):
+            if recorded:
                 stored.loaded += 1
-                at = item.hit.at
-                stored.newest = max(stored.newest or at, at)
-                stored.oldest = min(stored.oldest or at, at)
+                stored.saw(item.hit.at)
         stored.ignored = len(hits) - stored.loaded
         self._move_progress(connection, lines)
         return stored
@@ -241,15 +242,6 @@ class HitLoader:
         partial = self.folder / f".{STATE_FILE}.new"
         partial.write_text(json.dumps(state))
         os.replace(partial, self.folder / STATE_FILE)
-
-
-@dataclass
-class _Stored:
-    loaded: int = 0
-    ignored: int = 0
-    set_aside: int = 0
-    newest: datetime | None = None
-    oldest: datetime | None = None
 
 
 def _already_loaded(connection: Connection, hit_ids: list[str]) -> set[str]:

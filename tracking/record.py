@@ -1,4 +1,4 @@
-"""One group-commit transaction: store a batch of hits as events, classify them (and reclassify
+"""One loader transaction: store a batch of hits as events, classify them (and reclassify
 the email's recent hits in their light), and bring each touched engagement row up to date."""
 
 from __future__ import annotations
@@ -27,15 +27,6 @@ class PendingHit:
     email_id: int
     hit: Hit
     hit_id: str | None = None  # its journal record's: the event is stored once
-
-
-@dataclass(frozen=True)
-class HitResult:
-    found: bool  # the email (and, for a click, the link) exists
-    recorded: bool
-
-
-UNKNOWN = HitResult(found=False, recorded=False)
 
 
 @dataclass
@@ -119,17 +110,18 @@ def write_hits(
     cache: EmailCache,
     *,
     tracking_enabled: bool,
-) -> list[HitResult]:
-    """Runs inside the caller's transaction; returns one result per pending hit, in order."""
+) -> list[bool]:
+    """Runs inside the caller's transaction; returns, for each pending hit in order, whether it
+    was recorded (not when its email or link is unknown, or not tracked)."""
     clicked = {p.email_id for p in pending if p.hit.kind == "click"}
     known = cache.lookup(connection, {p.email_id for p in pending}, clicked)
 
-    results: list[HitResult] = []
+    results: list[bool] = []
     to_record: dict[int, list[PendingHit]] = defaultdict(list)
     for item in pending:
-        result = _result(item, known.get(item.email_id), tracking_enabled)
-        results.append(result)
-        if result.recorded:
+        recorded = _recorded(item, known.get(item.email_id), tracking_enabled)
+        results.append(recorded)
+        if recorded:
             to_record[item.email_id].append(item)
     if not to_record:
         return results
@@ -150,15 +142,12 @@ def write_hits(
     return results
 
 
-def _result(item: PendingHit, email: _Email | None, tracking_enabled: bool) -> HitResult:
-    if email is None:
-        return UNKNOWN
+def _recorded(item: PendingHit, email: _Email | None, tracking_enabled: bool) -> bool:
     hit = item.hit
-    if hit.kind == "click" and hit.link_idx not in (email.links or {}):
-        return UNKNOWN
+    if email is None or (hit.kind == "click" and hit.link_idx not in (email.links or {})):
+        return False
     tracked = email.open_tracking if hit.kind == "open" else email.click_tracking
-    record = tracking_enabled and tracked and not email.opt_out
-    return HitResult(found=True, recorded=record)
+    return tracking_enabled and tracked and not email.opt_out
 
 
 def _classify(

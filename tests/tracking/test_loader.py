@@ -241,7 +241,6 @@ def test_a_torn_last_record_is_cut_and_the_rest_loaded(engine: Engine, tmp_path:
     email_id = sent_email(engine, "t")
     journal_hits(tmp_path, [(email_id, _hit()) for _ in range(5)])
     [path] = journal_files(tmp_path)
-    whole = path.stat().st_size
     torn = encode("torn", email_id, _hit())[:-20]  # its writer died half-way through it
     with path.open("ab") as file:
         file.write(torn)
@@ -249,7 +248,6 @@ def test_a_torn_last_record_is_cut_and_the_rest_loaded(engine: Engine, tmp_path:
     report = load_all(_loader(engine, tmp_path))
     assert (report.loaded, report.set_aside, report.files_done) == (5, 0, 1)
     assert _count(engine) == 5 and not path.exists()
-    assert whole > 0
 
 
 def test_a_damaged_record_is_set_aside_and_never_holds_the_others_back(
