@@ -37,6 +37,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     _head_deadline: asyncio.TimerHandle | None = None
     _head_bytes: int | None = 0  # None: the head is complete, its request is being answered
+    _head_since = 0.0  # when the awaited head could start (loop time)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -64,14 +65,23 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _await_head(self) -> None:
+        """One timer per connection, moved on only when it fires: not a timer per request."""
         self._head_bytes = 0
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-        self._head_deadline = self.loop.call_later(REQUEST_HEAD_SECONDS, self._head_overdue)
+        self._head_since = self.loop.time()
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.call_at(
+                self._head_since + REQUEST_HEAD_SECONDS, self._head_overdue
+            )
 
     def _head_overdue(self) -> None:
-        if self._head_bytes is not None and not self.transport.is_closing():
+        self._head_deadline = None
+        if self._head_bytes is None or self.transport.is_closing():
+            return  # a request is being answered: its end awaits the next head
+        deadline = self._head_since + REQUEST_HEAD_SECONDS
+        if self.loop.time() >= deadline:
             self.transport.close()
+        else:
+            self._head_deadline = self.loop.call_at(deadline, self._head_overdue)
 
     def _refuse_head(self) -> None:
         if not self.transport.is_closing():

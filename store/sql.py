@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import ARRAY, ColumnElement, Connection, any_, bindparam
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -37,3 +38,16 @@ def _least(element: least, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(least, "sqlite")
 def _least_sqlite(element: least, compiler: SQLCompiler, **kw: Any) -> str:
     return f"min({compiler.process(element.clauses, **kw)})"
+
+
+def among(column: ColumnElement[Any], name: str, *, arrays: bool) -> ColumnElement[bool]:
+    """`column` is one of the list bound as `name`. With `arrays` (PostgreSQL) the list goes
+    as one array: the same query text for any length, so nothing is built per value and the
+    driver parses it once; elsewhere it is an expanding IN."""
+    if arrays:
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def takes_arrays(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"

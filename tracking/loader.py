@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, bindparam, delete, exc, insert, select, update
+from sqlalchemy import Connection, Engine, delete, exc, insert, select, update
 
 from store.clock import utcnow
 from store.schema import events, journal_progress, set_aside_hits
+from store.sql import among, takes_arrays
 from tracking.classify import Rules
 from tracking.journal import BadRecord, JournalHit, decode, is_finished, journal_files
 from tracking.record import EmailCache, PendingHit, write_hits
@@ -247,7 +248,9 @@ class HitLoader:
 def _already_loaded(connection: Connection, hit_ids: list[str]) -> set[str]:
     if not hit_ids:
         return set()
-    query = select(events.c.hit_id).where(events.c.hit_id.in_(bindparam("ids", expanding=True)))
+    query = select(events.c.hit_id).where(
+        among(events.c.hit_id, "ids", arrays=takes_arrays(connection))
+    )
     return set(connection.scalars(query, {"ids": hit_ids}))
 
 

@@ -74,7 +74,10 @@ class TokenSigner:
             return None
         raw = base64.urlsafe_b64decode(token + _PADDING)
         payload, tag = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
-        if not any(hmac.compare_digest(_tag(key, payload), tag) for key in self._keys):
+        for key in self._keys:
+            if hmac.compare_digest(_tag(key, payload), tag):
+                break
+        else:
             return None
         version, token_kind, ident, link_idx = _PAYLOAD.unpack(payload)
         if version != VERSION or token_kind != kind:
