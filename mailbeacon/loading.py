@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mailbeacon.settings import Settings
 from store.engine import make_engine
+from tracking.cpu import ProcessCpu
 from tracking.loader import HitLoader, LoadReport, folder_lock, keep_loading
 from tracking.settings import tracking_rules
 
@@ -134,7 +135,7 @@ def run_loader(settings: Settings, server: Connection) -> None:
         while True:
             with folder_lock(folder, wait=False) as mine:
                 if mine:
-                    keep_loading(loader, stopping, loaded)
+                    keep_loading(loader, stopping, loaded, ProcessCpu(os.getppid()))
                     return
             if stopping(STANDBY_SECONDS):
                 return

@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from store.clock import utcnow
 from store.schema import events, journal_progress, set_aside_hits
 from store.sql import among, takes_arrays
 from tracking.classify import Rules
+from tracking.cpu import ProcessCpu
 from tracking.journal import BadRecord, JournalHit, decode, is_finished, journal_files
 from tracking.record import EmailCache, PendingHit, write_hits
 
@@ -316,16 +318,28 @@ def load_all(loader: HitLoader) -> LoadReport:
 # that failed again (doubling up to the most).
 POLL_SECONDS = 0.1
 RETRY_SECONDS = (0.5, 5.0)
+# Answers first: while its web process keeps this much of a CPU busy (a burst of hits: one event
+# loop uses one CPU at most), the loader leaves the machine to it, and the hits wait safely in
+# the journal; at most YIELD_SECONDS after its last pass, it loads all the same.
+YIELD_ABOVE_SERVER_CPU = 0.8
+YIELD_SECONDS = 15.0
+
+
+def yields(server_cpu: float, since_last_pass: float) -> bool:
+    """Whether the loader should wait rather than load, its web process having used that share
+    of a CPU while it waited, that long after its last pass."""
+    return server_cpu >= YIELD_ABOVE_SERVER_CPU and since_last_pass < YIELD_SECONDS
 
 
 def keep_loading(
     loader: HitLoader,
     stopping: Callable[[float], bool],
     loaded: Callable[[LoadReport], None] = lambda report: None,
+    server: ProcessCpu | None = None,
 ) -> None:
     """Load until `stopping(seconds)` (which waits up to that long) says to stop, then load what
     is left once. `loaded` hears of every pass that stored hits. While the database is away it
-    waits and tries again."""
+    waits and tries again. While `server`, its web process, is busy, it waits (see yields())."""
     delay = RETRY_SECONDS[0]
     failing: str | None = None
     while True:
@@ -349,7 +363,7 @@ def keep_loading(
             if report.loaded:
                 loaded(report)
             if not report.full:
-                stop = stopping(POLL_SECONDS)
+                stop = _rest(stopping, server)
         if stop:
             with contextlib.suppress(*DATABASE_FAILED):
                 report = loader.load()
@@ -357,6 +371,18 @@ def keep_loading(
                     loaded(report)
             loader.write_state(error=failing)
             return
+
+
+def _rest(stopping: Callable[[float], bool], server: ProcessCpu | None) -> bool:
+    """Wait a poll, and more while the web process is busy; True: stop."""
+    last_pass = time.monotonic()
+    while True:
+        if server is not None:
+            server.mark()
+        if stopping(POLL_SECONDS):
+            return True
+        if server is None or not yields(server.since_mark(), time.monotonic() - last_pass):
+            return False
 
 
 @dataclass(frozen=True)
