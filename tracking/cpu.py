@@ -1,22 +1,20 @@
-"""How busy a process keeps its CPU, from /proc/<pid>/stat (Linux). Where that cannot be read,
-the process looks idle."""
+"""How much CPU a process's main thread wants, from /proc/<pid>/schedstat (Linux): the time it
+ran and the time it was ready but waited for a CPU. Where that cannot be read, the process
+looks idle."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
 
 class ProcessCpu:
-    """`mark()`, then `since_mark()`: the share of one CPU the process used in between (1.0:
-    all of one CPU, the most a single event loop can use)."""
+    """`mark()`, then `since_mark()`: the share of one CPU the process's main thread used or
+    waited for in between (1.0: it would have kept a CPU busy all along)."""
 
     def __init__(self, pid: int) -> None:
-        self._stat = Path(f"/proc/{pid}/stat")
-        self._marked: tuple[float, float] | None = None
+        self._schedstat = Path(f"/proc/{pid}/schedstat")
+        self._marked: tuple[int, int] | None = None
 
     def mark(self) -> None:
         self._marked = self._read()
@@ -25,16 +23,13 @@ class ProcessCpu:
         now = self._read()
         if self._marked is None or now is None:
             return 0.0
-        used, elapsed = now[0] - self._marked[0], now[1] - self._marked[1]
-        return used / elapsed if elapsed > 0 else 0.0
+        wanted, elapsed = now[0] - self._marked[0], now[1] - self._marked[1]
+        return wanted / elapsed if elapsed > 0 else 0.0
 
-    def _read(self) -> tuple[float, float] | None:
-        """(CPU seconds used, now)."""
+    def _read(self) -> tuple[int, int] | None:
+        """(ns run or waited for a CPU, now in ns)."""
         try:
-            stat = self._stat.read_text()
-        except OSError:
+            ran, waited, _ = self._schedstat.read_text().split()
+        except (OSError, ValueError):
             return None
-        # After the command's closing parenthesis: state, ppid, ... utime and stime are the
-        # 12th and 13th fields from there.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND, time.monotonic()
+        return int(ran) + int(waited), time.monotonic_ns()

@@ -87,16 +87,15 @@ class HitLoader:
     _emails: EmailCache = field(default_factory=EmailCache)
 
     def load(self) -> LoadReport:
-        """One pass: every complete record written so far, a batch per transaction. Raises a
-        DATABASE_FAILED error when the database cannot be reached; nothing is lost then."""
+        """One batch, in one transaction: the complete records written so far, up to
+        `batch_hits` of them (`full`: there may be more at once). Raises a DATABASE_FAILED
+        error when the database cannot be reached; nothing is lost then."""
         report = LoadReport()
         with contextlib.ExitStack() as stack:
             files = self._open_files(stack)
-            while lines := self._read(files):
+            if lines := self._read(files):
                 self._commit(lines, report)
-                if len(lines) < self.batch_hits:
-                    break
-                report.full = True
+                report.full = len(lines) == self.batch_hits
             self._finish(files, report)
         return report
 
@@ -318,17 +317,19 @@ def load_all(loader: HitLoader) -> LoadReport:
 # that failed again (doubling up to the most).
 POLL_SECONDS = 0.1
 RETRY_SECONDS = (0.5, 5.0)
-# Answers first: while its web process keeps this much of a CPU busy (a burst of hits: one event
+# Answers first: while its web process wants this much of a CPU (a burst of hits: one event
 # loop uses one CPU at most), the loader leaves the machine to it, and the hits wait safely in
-# the journal; at most YIELD_SECONDS after its last pass, it loads all the same.
+# the journal; at most YIELD_SECONDS after its last batch, it loads all the same. What it wants,
+# not what it got: the time it waited for a CPU counts, or the loader's own work would make the
+# web process look less busy.
 YIELD_ABOVE_SERVER_CPU = 0.8
 YIELD_SECONDS = 15.0
 
 
-def yields(server_cpu: float, since_last_pass: float) -> bool:
-    """Whether the loader should wait rather than load, its web process having used that share
-    of a CPU while it waited, that long after its last pass."""
-    return server_cpu >= YIELD_ABOVE_SERVER_CPU and since_last_pass < YIELD_SECONDS
+def yields(server_cpu: float, since_last_batch: float) -> bool:
+    """Whether the loader should wait rather than load, its web process having wanted that
+    share of a CPU while the loader waited, that long after its last batch."""
+    return server_cpu >= YIELD_ABOVE_SERVER_CPU and since_last_batch < YIELD_SECONDS
 
 
 def keep_loading(
@@ -338,12 +339,14 @@ def keep_loading(
     server: ProcessCpu | None = None,
 ) -> None:
     """Load until `stopping(seconds)` (which waits up to that long) says to stop, then load what
-    is left once. `loaded` hears of every pass that stored hits. While the database is away it
+    is left. `loaded` hears of every batch that stored hits. While the database is away it
     waits and tries again. While `server`, its web process, is busy, it waits (see yields())."""
     delay = RETRY_SECONDS[0]
     failing: str | None = None
     while True:
         stop = False
+        if server is not None:
+            server.mark()
         try:
             report = loader.load()
         except DATABASE_FAILED as error:
@@ -363,26 +366,29 @@ def keep_loading(
             if report.loaded:
                 loaded(report)
             if not report.full:
-                stop = _rest(stopping, server)
+                stop = stopping(POLL_SECONDS)
+            if not stop and server is not None:
+                stop = _while_busy(server, stopping)
         if stop:
             with contextlib.suppress(*DATABASE_FAILED):
-                report = loader.load()
-                if report.loaded:
-                    loaded(report)
+                while True:  # what is left, until the server's patience ends
+                    report = loader.load()
+                    if report.loaded:
+                        loaded(report)
+                    if not report.full:
+                        break
             loader.write_state(error=failing)
             return
 
 
-def _rest(stopping: Callable[[float], bool], server: ProcessCpu | None) -> bool:
-    """Wait a poll, and more while the web process is busy; True: stop."""
-    last_pass = time.monotonic()
-    while True:
-        if server is not None:
-            server.mark()
+def _while_busy(server: ProcessCpu, stopping: Callable[[float], bool]) -> bool:
+    """Wait while the web process is busy (as measured since its last mark); True: stop."""
+    last_batch = time.monotonic()
+    while yields(server.since_mark(), time.monotonic() - last_batch):
+        server.mark()
         if stopping(POLL_SECONDS):
             return True
-        if server is None or not yields(server.since_mark(), time.monotonic() - last_pass):
-            return False
+    return False
 
 
 @dataclass(frozen=True)

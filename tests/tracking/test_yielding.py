@@ -1,5 +1,5 @@
 """The loader leaves the machine to its web process while that is busy answering a burst, and
-loads the hits once it is not (or YIELD_SECONDS after its last pass at the latest)."""
+loads the hits once it is not (or YIELD_SECONDS after its last batch at the latest)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ def _process(code: str) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @pytest.mark.parametrize(("code", "low", "high"), [(_BUSY, 0.6, 1.05), (_IDLE, 0.0, 0.1)])
-def test_a_process_cpu_is_the_share_of_one_cpu_it_used(code: str, low: float, high: float) -> None:
+def test_a_process_cpu_is_the_share_of_one_cpu_it_wanted(
+    code: str, low: float, high: float
+) -> None:
     with _process(code) as process:
         cpu = ProcessCpu(process.pid)
         cpu.mark()
@@ -53,7 +55,7 @@ def test_a_process_that_is_gone_looks_idle() -> None:
 
 
 @pytest.mark.parametrize(
-    ("server_cpu", "since_last_pass", "waits"),
+    ("server_cpu", "since_last_batch", "waits"),
     [
         (0.95, 1.0, True),  # a burst: the hits wait in the journal
         (0.3, 1.0, False),  # normal load: loaded at once
@@ -61,9 +63,9 @@ def test_a_process_that_is_gone_looks_idle() -> None:
     ],
 )
 def test_the_loader_waits_only_while_its_server_is_busy_and_not_for_long(
-    server_cpu: float, since_last_pass: float, waits: bool
+    server_cpu: float, since_last_batch: float, waits: bool
 ) -> None:
-    assert yields(server_cpu, since_last_pass) is waits
+    assert yields(server_cpu, since_last_batch) is waits
 
 
 def test_hits_wait_while_the_server_is_busy_and_are_loaded_when_it_is_not(
