@@ -184,7 +184,10 @@ def _prepare(args: argparse.Namespace, folder: str, stack: ExitStack) -> list[Ta
         print(f"PostgreSQL not reachable at {args.postgres}: skipped")
     databases.append(("(sqlite, recording off)", f"sqlite:///{folder}/off.db", False))
     for number, (name, db_url, tracking) in enumerate(databases):
-        env = _environment(folder, db_url)
+        # A data folder (and so a journal) of its own: no server loads another's hits.
+        data = Path(folder) / f"data-{number}"
+        data.mkdir()
+        env = _environment(str(data), db_url)
         paths = Path(folder) / f"paths-{number}.txt"
         paths.write_text("\n".join(_seed(env, args.emails)) + "\n")
         env["MAILBEACON__TRACKING__ENABLED"] = str(tracking).lower()
