@@ -136,7 +136,7 @@ def is_finished(fd: int) -> bool:
     return True
 
 
-Waiting = list[asyncio.Future[None]]  # the requests of one write, answered together
+_Waiting = list[asyncio.Future[None]]  # the requests of one write, answered together
 
 
 @dataclass(eq=False)
@@ -147,7 +147,7 @@ class _File:
     fd: int
     written: int = 0
     retired: bool = False  # nothing more is written to it: closed once synced
-    waiting: deque[tuple[int, Waiting]] = field(default_factory=deque)  # (end, requests)
+    waiting: deque[tuple[int, _Waiting]] = field(default_factory=deque)  # (end, requests)
 
 
 class Journal:
@@ -169,7 +169,7 @@ class Journal:
         self._id_prefix = secrets.token_hex(8)
         self._file: _File | None = None  # the one being written
         self._records: list[bytes] = []  # this turn's
-        self._gathering: Waiting = []
+        self._gathering: _Waiting = []
         self._to_sync: list[_File] = []  # written past their last sync
         self._syncing: tuple[_File, int] | None = None  # the sync asked for, and up to where
         self._syncer: _Syncer | None = None
@@ -321,7 +321,7 @@ class Journal:
             os.close(file.fd)  # and its lock with it: the loader may finish it
             file.fd = -1
 
-    def _failed(self, error: OSError, waiting: Waiting) -> None:
+    def _failed(self, error: OSError, waiting: _Waiting) -> None:
         log.error("could not write tracking hits to the journal in %s: %s", self.folder, error)
         self.failing = str(error)
         _answer(waiting, JournalUnavailable(str(error)))
@@ -384,7 +384,7 @@ class _Syncer:
         await asyncio.to_thread(self._process.wait)
 
 
-def _answer(waiting: Waiting, error: JournalUnavailable | None) -> None:
+def _answer(waiting: _Waiting, error: JournalUnavailable | None) -> None:
     for future in waiting:
         if future.done():  # the client went away; the hit is journaled all the same
             continue

@@ -328,7 +328,7 @@ YIELD_SECONDS = 15.0
 
 def yields(server_cpu: float, since_last_batch: float) -> bool:
     """Whether the loader should wait rather than load, its web process having wanted that
-    share of a CPU while the loader waited, that long after its last batch."""
+    share of a CPU since the loader last looked, that long after the loader's last batch."""
     return server_cpu >= YIELD_ABOVE_SERVER_CPU and since_last_batch < YIELD_SECONDS
 
 

@@ -145,7 +145,7 @@ def write_hits(
     if arrays:
         # Writers in other processes touching the same emails take turns, always in the same
         # order (no deadlock). SQLite needs none of this: BEGIN IMMEDIATE serializes writers.
-        connection.execute(_lock_query(), {"ids": sorted(to_record)})
+        connection.execute(_LOCK, {"ids": sorted(to_record)})
     new_events, reclassified = _classify(connection, to_record, known, rules)
     _insert_events(connection, new_events)
     if reclassified:
@@ -243,14 +243,12 @@ def _recent_query(arrays: bool) -> Select[Any]:
     )
 
 
-@functools.cache
-def _lock_query() -> Select[Any]:
-    return (
-        select(engagements.c.email_id)
-        .where(among(engagements.c.email_id, "ids", arrays=True))
-        .order_by(engagements.c.email_id)
-        .with_for_update()
-    )
+_LOCK = (  # PostgreSQL's alone
+    select(engagements.c.email_id)
+    .where(among(engagements.c.email_id, "ids", arrays=True))
+    .order_by(engagements.c.email_id)
+    .with_for_update()
+)
 
 
 _EVENT_COLUMNS = (
@@ -269,8 +267,8 @@ _EVENT_COLUMNS = (
 
 def _insert_events(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """The batch goes to the driver as it is, without SQLAlchemy's handling of each row's
-    parameters (most of the loader's time): PostgreSQL takes it with COPY (also a tenth of the
-    server's work of an INSERT a row), SQLite with one executemany."""
+    parameters (much of the loader's time): PostgreSQL takes it with COPY, SQLite with one
+    executemany."""
     columns = ", ".join(_EVENT_COLUMNS)
     if takes_arrays(connection):
         driver = connection.connection.driver_connection
