@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy import Engine
 
 from store.clock import utcnow
-from tests.tracking.served import poll, send_email, serving, stored
+from tests.tracking.served import Load, poll, send_email, serving, stored
 from tracking.classify import Hit
 from tracking.journal import Journal, decode, journal_files
 
@@ -70,6 +70,30 @@ def test_a_killed_syncer_is_replaced_and_no_answered_hit_is_lost(tmp_path: Path)
     assert _syncers() == []
 
 
+def test_a_served_hit_is_answered_and_loaded_once_when_the_syncer_is_killed_under_load(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    email = send_email(engine, data)
+    with serving(data, db_url) as served:
+        with Load(served.base + email.pixel, clients=8) as load:
+            poll(lambda: len(load.answers), lambda answered: answered > 100)
+            (syncer,) = _syncers(served.process.pid)
+            os.kill(syncer, signal.SIGKILL)
+            killed_at = len(load.answers)
+            answered = poll(lambda: len(load.answers), lambda n: n > killed_at + 100, 10)
+        assert answered > killed_at + 100, "hits were no longer answered"
+        assert load.broken == []
+        replaced = _syncers(served.process.pid)
+        assert replaced and syncer not in replaced
+        acknowledged = load.acknowledged()
+        got = poll(
+            lambda: stored(engine, email.id), lambda found: acknowledged <= set(found.agents)
+        )
+    assert acknowledged <= set(got.agents)
+    assert got.doubled() == []
+
+
 def test_a_disk_that_refuses_writes_is_reported_and_hits_are_kept_again_once_it_has_room(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
@@ -94,8 +118,8 @@ def test_a_disk_that_refuses_writes_is_reported_and_hits_are_kept_again_once_it_
     assert sorted(got.agents) == ["after", "before"]
 
 
-def _syncers() -> list[int]:
-    """This process's syncer processes."""
+def _syncers(parent: int | None = None) -> list[int]:
+    """The syncer processes of `parent` (this process by default)."""
     found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
@@ -103,6 +127,6 @@ def _syncers() -> list[int]:
             command = (status.parent / "cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        if int(fields["PPid"]) == os.getpid() and b"tracking.syncer" in command:
+        if int(fields["PPid"]) == (parent or os.getpid()) and b"tracking.syncer" in command:
             found.append(int(status.parent.name))
     return found
